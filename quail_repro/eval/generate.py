@@ -1,0 +1,226 @@
+"""Batched generation and per-token log-probabilities for evaluation.
+
+Both functions leave the caller's model and tokenizer as they found them (training
+mode, padding side, pad token), because the same objects are evaluated mid-training
+and then trained on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+
+def _pad_id(tokenizer) -> int:
+    """The id to pad with, without setting tokenizer.pad_token (Llama has none): eos, else 0.
+
+    Padded positions are masked out, so the id only has to be a valid one.
+    """
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+def _model_device(model) -> torch.device:
+    dev = getattr(model, "device", None)
+    if dev is not None:
+        return torch.device(dev)
+    return next(model.parameters()).device
+
+
+@contextlib.contextmanager
+def _eval_mode(model) -> Iterator[None]:
+    """model.eval() for the duration, then back to whatever mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _batches(n: int, batch_size: int) -> list[range]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return [range(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def _keep_last(ids: list[int], n: int, bos_id: int | None) -> list[int]:
+    """Keep the last n tokens; a leading BOS (added by the tokenizer) is kept in front."""
+    if len(ids) <= n:
+        return ids
+    if bos_id is not None and ids and ids[0] == bos_id and n > 1:
+        return [ids[0]] + ids[len(ids) - (n - 1):]
+    return ids[len(ids) - n:]
+
+
+def _generation_config(model, *, max_new_tokens, do_sample, temperature, pad_id, eos_id):
+    """Start from the model's generation config (as the reference's model.generate does)
+    but pin what decides the decoding, so a checkpoint's saved defaults (Llama-2 ships
+    do_sample=True, temperature=0.6, top_p=0.9) cannot silently turn greedy into sampling."""
+    base = getattr(model, "generation_config", None)
+    if base is None:
+        from transformers import GenerationConfig
+
+        base = GenerationConfig()
+    gc = copy.deepcopy(base)
+    gc.max_new_tokens = max_new_tokens
+    gc.num_beams = 1
+    gc.num_return_sequences = 1
+    gc.do_sample = bool(do_sample)
+    gc.pad_token_id = pad_id
+    if eos_id is not None:
+        gc.eos_token_id = eos_id
+    if do_sample:
+        gc.temperature = float(temperature)
+        # top_k / top_p stay as the model's config has them: that is what the reference's
+        # sampling (model.generate(do_sample=True, temperature=0.9)) used.
+    else:
+        # Unset sampling knobs so transformers does not warn that they are ignored.
+        gc.temperature = None
+        gc.top_p = None
+        gc.top_k = None
+    return gc
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    max_prompt_tokens: int | None = None,
+    desc: str | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """Continue each prompt; return only the new text, one string per prompt, in order.
+
+    - Greedy by default (MUSE decodes greedily). do_sample=True samples at `temperature`
+      with the model's top_k/top_p, seeded by `seed`: this is the bug-compatible mode of
+      the FailureLLMUnlearning reference (VerbMem sampled at temperature 0.9). The seed is
+      applied inside torch.random.fork_rng, so the caller's global RNG state is untouched.
+      Sampled outputs depend on batch composition and device, so they reproduce only with
+      the same batch_size and hardware.
+    - Batches are LEFT-padded with an attention mask, so every prompt ends right where
+      generation starts; greedy batched output equals one-prompt-at-a-time output up to
+      floating-point ties (seen exact on CPU fp32 and H100 fp32/bf16). Not so for
+      bitsandbytes NF4 (bf16 compute) and int8 models, whose results changed with the
+      batch (1 of 5 test prompts, H100): pass batch_size=1 for the reference's procedure.
+    - Prompts are tokenized with the tokenizer's special tokens (BOS for Llama), as MUSE's
+      reference does. If a prompt has more than max_prompt_tokens tokens, its LAST
+      max_prompt_tokens tokens are kept (the end of a prompt is what a continuation
+      depends on), with a leading BOS kept in front. None: no truncation.
+    - Missing pad token: pads with eos (else id 0) without touching the tokenizer.
+    - Inputs go to model.device, so this works on CPU, CUDA and bitsandbytes models.
+    """
+    prompts = list(prompts)
+    if not prompts:
+        return []
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if max_prompt_tokens is not None and max_prompt_tokens < 1:
+        raise ValueError(f"max_prompt_tokens must be >= 1 or None, got {max_prompt_tokens}")
+    if do_sample and not temperature > 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+
+    pad_id = _pad_id(tokenizer)
+    device = _model_device(model)
+    gc = _generation_config(
+        model, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+        pad_id=pad_id, eos_id=tokenizer.eos_token_id,
+    )
+    rng_devices = [device.index or 0] if device.type == "cuda" else []
+
+    outputs: list[str] = []
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_eval_mode(model))
+        stack.enter_context(torch.inference_mode())
+        if do_sample:
+            stack.enter_context(torch.random.fork_rng(devices=rng_devices))
+            torch.manual_seed(seed)
+        for idx in tqdm(_batches(len(prompts), batch_size), desc=desc or "generate",
+                        disable=not progress, leave=False):
+            ids = [tokenizer(prompts[i], add_special_tokens=True)["input_ids"] for i in idx]
+            if max_prompt_tokens is not None:
+                ids = [_keep_last(x, max_prompt_tokens, tokenizer.bos_token_id) for x in ids]
+            width = max(len(x) for x in ids)
+            # Left padding by hand: the same tensors as tokenizer padding with
+            # padding_side="left", without mutating the caller's tokenizer, and it
+            # also works after truncation.
+            input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], dtype=torch.long)
+            attention_mask = torch.tensor(
+                [[0] * (width - len(x)) + [1] * len(x) for x in ids], dtype=torch.long
+            )
+            out = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                generation_config=gc,
+            )
+            new = out[:, width:].cpu()
+            # MUSE decodes with clean_up_tokenization_spaces=True; transformers 5 ignores
+            # (and warns about) that for BPE tokenizers (Llama-2's is one), so we use the
+            # tokenizer's default. ROUGE drops punctuation, so scores barely differ.
+            outputs.extend(
+                tokenizer.batch_decode(new, skip_special_tokens=True)
+            )
+    return outputs
+
+
+def sequence_token_logprobs(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    batch_size: int,
+    max_length: int | None,
+    desc: str | None = None,
+    progress: bool = True,
+) -> list[torch.Tensor]:
+    """Per text, log p(token_t | tokens_<t) for t = 1..n-1 (the first token has no prefix).
+
+    Tokenized with the tokenizer's special tokens, as MUSE's reference (tokenizer.encode)
+    does: for Llama the BOS is token 0, so every real token is scored. Texts longer than
+    max_length tokens keep their FIRST max_length tokens (None: no truncation, which is
+    what the reference does). Batches are right-padded with an attention mask; padded
+    positions are never read. Log-softmax is computed in float32 whatever the model's
+    dtype. Returns float32 CPU tensors of length n-1 (empty for a one-token text).
+    """
+    texts = list(texts)
+    if max_length is not None and max_length < 2:
+        raise ValueError(f"max_length must be >= 2 or None, got {max_length}")
+    pad_id = _pad_id(tokenizer)
+    device = _model_device(model)
+    result: list[torch.Tensor] = []
+    with _eval_mode(model), torch.inference_mode():
+        for idx in tqdm(_batches(len(texts), batch_size), desc=desc or "logprobs",
+                        disable=not progress, leave=False):
+            ids = [tokenizer(texts[i], add_special_tokens=True)["input_ids"] for i in idx]
+            if max_length is not None:
+                ids = [x[:max_length] for x in ids]
+            lens = [len(x) for x in ids]
+            width = max(lens)
+            input_ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in ids], dtype=torch.long)
+            attention_mask = torch.tensor(
+                [[1] * len(x) + [0] * (width - len(x)) for x in ids], dtype=torch.long
+            )
+            input_ids = input_ids.to(device)
+            logits = model(input_ids=input_ids, attention_mask=attention_mask.to(device)).logits
+            for row, n in enumerate(lens):
+                if n < 2:
+                    result.append(torch.empty(0, dtype=torch.float32))
+                    continue
+                # Position t predicts token t+1; one row at a time keeps the fp32 copy small.
+                lg = logits[row, : n - 1].float()
+                target = input_ids[row, 1:n]
+                lp = torch.log_softmax(lg, dim=-1).gather(-1, target[:, None])[:, 0]
+                result.append(lp.cpu())
+    return result

@@ -1,0 +1,72 @@
+"""The embedded default model: a small Llama trained from scratch on the corpus.
+
+The harness trains a byte-level BPE tokenizer on the corpus, then two models with
+identical recipes: the target on forget + retain, the retrain model on retain only
+(MUSE's reference for PrivLeak and the "Retrain" row). Everything is cached by the
+hash of the config that made it.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from quail_repro.cache import Cache, to_plain
+from quail_repro.models.base import ModelRef, resolve_dtype
+from quail_repro.train import LMTrainConfig, pack, tokenize_docs, train_lm
+
+log = logging.getLogger(__name__)
+SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL.values()),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
+
+
+class TinyLlama:
+    def __init__(self, name: str, dtype: str, vocab_size: int, arch: dict, train: dict,
+                 target_splits: list[str], retrain_splits: list[str]):
+        self.name, self.dtype = name, resolve_dtype(dtype)
+        self.vocab_size = vocab_size
+        self.arch, self.train = to_plain(arch), to_plain(train)
+        self.target_splits, self.retrain_splits = list(target_splits), list(retrain_splits)
+
+    def prepare(self, corpus, corpus_key: str, cache: Cache, device: str) -> dict[str, ModelRef]:
+        tok_spec = {"corpus": corpus_key, "vocab_size": self.vocab_size}
+        all_text = [t for texts in corpus.raw.values() for t in texts]
+        tok_dir = cache.get_or_build("tokenizer", tok_spec,
+                                     lambda d: train_tokenizer(all_text, self.vocab_size).save_pretrained(d))
+        refs = {}
+        for role, splits in (("target", self.target_splits), ("retrain", self.retrain_splits)):
+            spec = {"tokenizer": tok_dir.name, "arch": self.arch, "train": self.train,
+                    "dtype": str(self.dtype), "splits": splits}
+            texts = [t for s in splits for t in corpus.raw[s]]
+            path = cache.get_or_build(role, spec, lambda d, texts=texts, role=role:
+                                      self._train_model(d, tok_dir, texts, device, role))
+            refs[role] = ModelRef(path=str(path), key=path.name, tokenizer=str(path))
+        return refs
+
+    def _train_model(self, out_dir: Path, tok_dir: Path, texts: list[str], device: str, role: str):
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(tok_dir)
+        cfg = LMTrainConfig(**self.train)
+        torch.manual_seed(cfg.seed)
+        config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                             **self.arch)
+        model = LlamaForCausalLM(config).to(device=device, dtype=self.dtype)
+        docs = tokenize_docs(tokenizer, texts)
+        log.info("training %s: %d params, %d blocks of %d tokens, %d epochs", role,
+                 sum(p.numel() for p in model.parameters()), len(pack(docs, cfg.seq_len)), cfg.seq_len, cfg.epochs)
+        history = train_lm(model, docs, cfg, desc=f"train {role}")
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        (out_dir / "train_loss.txt").write_text("\n".join(f"{x:.5f}" for x in history))

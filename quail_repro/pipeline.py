@@ -1,0 +1,225 @@
+"""The stages: data -> target/retrain -> unlearn -> quantize -> evaluate -> report.
+
+Each stage's output is a cache entry keyed by the config that made it (cache.py),
+so a sweep never recomputes a corpus, a target, an unlearned model or an
+evaluation it already has.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate, to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoTokenizer
+
+from quail_repro.cache import Cache, to_plain
+from quail_repro.data.muse import load_muse
+from quail_repro.errors import ConfigError, Diverged, QuailError
+from quail_repro.eval.muse_eval import evaluate_muse, privleak_auc_of
+from quail_repro.models.base import ModelRef
+from quail_repro.quant.base import FullPrecision
+from quail_repro.train import pack_texts, unlearn
+
+log = logging.getLogger(__name__)
+METRICS = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak")
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available on this machine")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"device={name!r}: choose auto, cpu or cuda[:N]")
+    return name
+
+
+def make(node: DictConfig):
+    """hydra instantiate, re-raising the harness's own errors instead of Hydra's wrapper."""
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, QuailError):
+            raise err.__cause__ from None
+        raise
+
+
+def _json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+class Pipeline:
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.cache = Cache(to_absolute_path(cfg.paths.cache))
+        self.dtype = None
+
+    # -- stages -----------------------------------------------------------------
+    def data(self):
+        source = make(self.cfg.dataset)
+        path, self.corpus_key = source.prepare(self.cache)
+        self.auc_retrain_const = source.privleak_auc_retrain
+        self.corpus = load_muse(path)
+        return self.corpus
+
+    def models(self) -> dict[str, ModelRef]:
+        recipe = make(self.cfg.model)
+        self.dtype = recipe.dtype
+        self.refs = recipe.prepare(self.corpus, self.corpus_key, self.cache, self.device)
+        return self.refs
+
+    def load(self, ref: ModelRef, quantizer=None):
+        quantizer = quantizer or FullPrecision()
+        model = quantizer.load(ref.path, dtype=self.dtype, device=self.device)
+        return model.eval(), AutoTokenizer.from_pretrained(ref.tokenizer)
+
+    def auc_retrain(self) -> float:
+        """PrivLeak's reference AUC: a configured constant, or measured on our retrain model."""
+        if self.auc_retrain_const is not None:
+            return float(self.auc_retrain_const)
+        spec = {"retrain": self.refs["retrain"].key, "privleak": self.cfg.eval.privleak,
+                "batch_size": self.cfg.eval.batch_size}
+
+        def build(d: Path):
+            model, tok = self.load(self.refs["retrain"])
+            _json(d / "auc.json", {"auc": privleak_auc_of(model, tok, self.corpus, self.cfg.eval)})
+
+        return json.loads((self.cache.get_or_build("privleak_ref", spec, build) / "auc.json").read_text())["auc"]
+
+    def unlearned(self) -> tuple[ModelRef | None, dict]:
+        """The model to evaluate, and the unlearning status ({'status': 'ok'|'diverged', ...})."""
+        m = self.cfg.method
+        if m.loss is None:
+            if m.name not in self.refs:
+                raise ConfigError(f"method={m.name!r} has no loss and names no model (target or retrain)")
+            return self.refs[m.name], {"status": "ok"}
+        target = self.refs["target"]
+        spec = {"target": target.key, "corpus": self.corpus_key, "method": m, "device_kind": self.device.split(":")[0]}
+
+        def build(d: Path):
+            method = make(m.loss)
+            model, tok = self.load(target)
+            reference, _ = self.load(target)
+            reference.requires_grad_(False)
+            forget = pack_texts(tok, self.corpus.raw[m.forget_split], m.max_length)
+            retain = pack_texts(tok, self.corpus.raw[m.retain_split], m.max_length) if method.uses_retain else None
+            try:
+                history = unlearn(model, reference, method, forget, retain, lr=m.lr, epochs=m.epochs,
+                                  batch_size=m.batch_size, max_steps=m.max_steps, seed=m.seed,
+                                  weight_decay=m.weight_decay, grad_clip=m.grad_clip,
+                                  max_abs_loss=m.max_abs_loss, param_dtype=m.param_dtype,
+                                  desc=f"unlearn {m.name}")
+            except Diverged as err:
+                _json(d / "status.json", {"status": "diverged", "step": err.step, "loss": err.loss,
+                                          "reason": err.reason})
+                return
+            model.save_pretrained(d)
+            tok.save_pretrained(d)
+            _json(d / "history.json", history)
+            _json(d / "status.json", {"status": "ok", "steps": len(history)})
+
+        entry = self.cache.get_or_build("unlearn", spec, build)
+        status = json.loads((entry / "status.json").read_text())
+        if status["status"] != "ok":
+            return None, status
+        return ModelRef(path=str(entry), key=entry.name, tokenizer=str(entry)), status
+
+    def evaluate(self, ref: ModelRef, quant_cfg: DictConfig, auc_retrain: float) -> dict:
+        quantizer = make(quant_cfg)
+        spec = {"model": ref.key, "corpus": self.corpus_key, "quant": quantizer.describe(),
+                "eval": self.cfg.eval, "auc_retrain": auc_retrain, "dtype": str(self.dtype),
+                "device_kind": self.device.split(":")[0]}
+
+        def build(d: Path):
+            model, tok = self.load(ref, quantizer)
+            metrics, generations = evaluate_muse(model, tok, self.corpus, self.cfg.eval, auc_retrain=auc_retrain)
+            _json(d / "metrics.json", metrics)
+            _json(d / "generations.json", generations)
+
+        entry = self.cache.get_or_build("eval", spec, build)
+        return {"metrics": json.loads((entry / "metrics.json").read_text()), "entry": entry,
+                "quant": quantizer.describe()}
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """Run every stage for one config and write results.json (+ generations) into run_dir."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # our own tqdm bars show stage progress; transformers' per-load bars are noise here
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    logger = make(cfg.logger)
+    logger.start(OmegaConf.to_container(cfg, resolve=True), str(run_dir))
+    results = {"model": cfg.model.name, "dataset": cfg.dataset.name, "method": cfg.method.name,
+               "seed": cfg.seed, "status": "running", "metrics": {}, "quant": {}}
+    try:
+        p = Pipeline(cfg)
+        p.data()
+        p.models()
+        auc_retrain = p.auc_retrain()
+        results["privleak_auc_retrain"] = auc_retrain
+        subject, status = p.unlearned()
+        results["unlearning"] = status
+        if subject is None:
+            results["status"] = status["status"]
+        else:
+            results["status"] = "ok"
+            gen_dir = run_dir / "generations"
+            gen_dir.mkdir(exist_ok=True)
+            for qname, qcfg in cfg.quant.items():
+                try:
+                    out = p.evaluate(subject, qcfg, auc_retrain)
+                except QuailError as err:  # e.g. a quantizer this device cannot run
+                    log.error("evaluation at %s failed: %s", qname, err)
+                    results["metrics"][qname] = {"status": "failed", "error": str(err)}
+                    results["status"] = "partial"
+                    continue
+                results["metrics"][qname] = {k: out["metrics"].get(k) for k in METRICS}
+                results["metrics"][qname]["privleak_auc"] = out["metrics"].get("privleak_auc")
+                results["quant"][qname] = out["quant"]
+                (gen_dir / f"{qname}.json").write_text((out["entry"] / "generations.json").read_text())
+                logger.log_metrics({f"{qname}/{k}": v for k, v in results["metrics"][qname].items()})
+    except QuailError as err:
+        results["status"] = "failed"
+        results["error"] = f"{type(err).__name__}: {err}"
+        write_results(run_dir, results)
+        logger.finish(results)
+        raise
+    write_results(run_dir, results)
+    logger.finish(results)
+    print(format_table(results))
+    return results
+
+
+def write_results(run_dir: Path, results: dict) -> Path:
+    """results.json, unless that would replace a finished run's results with a failure."""
+    path = run_dir / "results.json"
+    if path.exists() and results["status"] != "ok":
+        previous = json.loads(path.read_text())
+        if previous.get("status") == "ok":
+            path = run_dir / "results.failed.json"
+            log.warning("keeping the finished results.json; this run's outcome goes to %s", path)
+    _json(path, results)
+    return path
+
+
+def format_table(results: dict) -> str:
+    head = f"{results['method']} on {results['dataset']} ({results['model']}): {results['status']}"
+    rows = [head, f"{'precision':<12}" + "".join(f"{m:>11}" for m in METRICS)]
+    for qname, m in results["metrics"].items():
+        if m.get("status") == "failed":
+            rows.append(f"{qname:<12} failed: {m['error']}")
+            continue
+        rows.append(f"{qname:<12}" + "".join(f"{m[k]:>11.1f}" if m[k] is not None else f"{'n/a':>11}"
+                                            for k in METRICS))
+    return "\n".join(rows)

@@ -1,0 +1,431 @@
+"""bitsandbytes quantization at load time, as the reference code of Zhang et al. does it.
+
+``AutoModelForCausalLM.from_pretrained(path, quantization_config=BitsAndBytesConfig(...),
+device_map=device)``. Every BitsAndBytesConfig field that changes a number is set
+explicitly from this class's options; nothing is left to its defaults. The reference
+code's setting (``load_in_4bit=True`` and defaults) is ``bits=4, quant_type=fp4,
+compute_dtype=float32, double_quant=false, blocksize=64``.
+
+Findings that shape the options (bitsandbytes 0.50.2, transformers 5.24):
+
+* blocksize: transformers' BitsAndBytesConfig has no blocksize field (an unknown keyword
+  is dropped with an info-level log line) and ``bnb.nn.Linear4bit`` builds its
+  ``Params4bit`` without one, so Params4bit's default, 64, is always used on this path.
+  ``blocksize`` therefore accepts 64 only (ConfigError otherwise) and the loaded
+  ``quant_state.blocksize`` of every layer is checked against it.
+* On CPUs with AVX512-BF16, ``Linear4bit.forward`` in eval mode repacks its weight on the
+  first call and from then on computes with a bf16 kernel (activations and absmax cast
+  to bf16) whatever ``compute_dtype`` says. ``cpu_bf16_kernel=false`` (the default here)
+  turns that off, so the CPU computes dequantize-then-matmul in ``compute_dtype``, as the
+  GPU does; ``true`` keeps bitsandbytes' CPU behaviour (faster, different numbers).
+* 8-bit (LLM.int8) casts weights to float16 before row-wise absmax int8 quantization and
+  casts activations to float16 on every call (it logs a warning each time on CPU; that one
+  message is filtered out here). ``int8_threshold`` is LLM.int8's outlier threshold:
+  activation columns with an entry >= threshold are multiplied in fp16 instead of int8.
+
+Options that do not apply to the chosen ``bits`` must be null (for bits=8,
+``quant_type: int8`` and ``double_quant: false`` are accepted too, since they state what
+8-bit does); any other value there would otherwise be silently ignored.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from quail_repro.errors import ConfigError, QuantizerUnavailable
+
+from .base import Quantizer, _is_linear, as_dtype, check_bool, check_int, check_name, dtype_name, skipped_linears
+
+# The only 4-bit blocksize the from_pretrained path can produce (Params4bit's default).
+PATH_BLOCKSIZE_4BIT = 64
+# Blocksize bitsandbytes uses to quantize the absmax values when double_quant is on.
+DOUBLE_QUANT_BLOCKSIZE = 256
+QUANT_TYPES = ("nf4", "fp4")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+_INT8_CAST_LOGGER = "bitsandbytes.autograd._functions"
+_INT8_CAST_MESSAGE = "MatMul8bitLt: inputs will be cast"
+_CPU_KERNEL_LOGGER = "bitsandbytes.backends.cpu.ops"
+_CPU_KERNEL_MESSAGE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message starts with ``prefix``; keeps the rest."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def _install_filter(logger_name: str, prefix: str) -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, _DropMessage) and f.prefix == prefix for f in logger.filters):
+        logger.addFilter(_DropMessage(prefix))
+
+
+def silence_bnb_noise() -> None:
+    """Filter the 8-bit per-call cast warning and the one-off note that the optional
+    `kernels` package (a Hub download of a CPU kernel) is missing; other bitsandbytes
+    log messages still show."""
+    _install_filter(_INT8_CAST_LOGGER, _INT8_CAST_MESSAGE)
+    _install_filter(_CPU_KERNEL_LOGGER, _CPU_KERNEL_MESSAGE)
+
+
+def import_bnb():
+    """The bitsandbytes module, or QuantizerUnavailable saying why it cannot be imported."""
+    silence_bnb_noise()
+    try:
+        import bitsandbytes as bnb
+    except Exception as exc:  # ImportError, or a broken native library
+        raise QuantizerUnavailable(f"bitsandbytes cannot be imported: {type(exc).__name__}: {exc}") from exc
+    return bnb
+
+
+def _version(pkg: str) -> str:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+# ---------------------------------------------------------------------------------------
+# Codes, for bucket-overlap analyses
+# ---------------------------------------------------------------------------------------
+
+
+def bnb_4bit_code_table(quant_type: str, device: str | torch.device = "cpu") -> Tensor:
+    """The 16 values (in [-1, 1], float32) a 4-bit code indexes, in code order."""
+    if quant_type not in QUANT_TYPES:
+        raise ConfigError(f"quant_type must be one of {QUANT_TYPES}, got {quant_type!r}")
+    bnb = import_bnb()
+    return bnb.functional.get_4bit_type(quant_type, device=device).float()
+
+
+def bnb_4bit_codes(w: Tensor, *, quant_type: str, blocksize: int) -> tuple[Tensor, Tensor]:
+    """The 4-bit codes bitsandbytes gives ``w``: ``(codes, absmax)``.
+
+    ``codes``: uint8 of w's shape, one code (0..15, an index into bnb_4bit_code_table) per
+    weight; FP4 has two codes for zero (0 = +0, 8 = -0), so compare values
+    (``table[codes]``), not raw codes, where that matters. ``absmax``: float32, one per
+    block of ``blocksize`` consecutive elements of the row-major flattened w (the last
+    block may be shorter). Uses
+    ``bitsandbytes.functional.quantize_4bit`` without double quantization (double
+    quantization compresses absmax afterwards; the weight codes are the same). Pass w in
+    the dtype the model is loaded at: Params4bit quantizes the weight in that dtype.
+    """
+    if quant_type not in QUANT_TYPES:
+        raise ConfigError(f"quant_type must be one of {QUANT_TYPES}, got {quant_type!r}")
+    bnb = import_bnb()
+    packed, state = bnb.functional.quantize_4bit(
+        w.contiguous(),
+        blocksize=blocksize,
+        compress_statistics=False,
+        quant_type=quant_type,
+        quant_storage=torch.uint8,
+    )
+    packed = packed.reshape(-1)
+    codes = torch.empty(packed.numel() * 2, dtype=torch.uint8, device=packed.device)
+    codes[0::2] = packed >> 4  # bitsandbytes packs the first of each pair in the high nibble
+    codes[1::2] = packed & 0xF
+    return codes[: w.numel()].reshape(w.shape), state.absmax.float()
+
+
+def bnb_4bit_dequantize(codes: Tensor, absmax: Tensor, *, quant_type: str, blocksize: int) -> Tensor:
+    """Float32 weights from bnb_4bit_codes' outputs (code value x block absmax)."""
+    table = bnb_4bit_code_table(quant_type, device=codes.device)
+    flat = table[codes.reshape(-1).long()]
+    scale = absmax.float().repeat_interleave(blocksize)[: flat.numel()]
+    return (flat * scale).reshape(codes.shape)
+
+
+def bnb_int8_codes(w: Tensor) -> tuple[Tensor, Tensor]:
+    """The int8 codes Linear8bitLt gives a weight ``w`` (out x in): ``(codes, row_absmax)``.
+
+    As ``Int8Params`` does: w is cast to float16, then ``int8_vectorwise_quant`` (row-wise
+    absmax, no outlier threshold): ``codes = round(w * 127 / row_absmax)`` (int8, w's
+    shape), ``row_absmax`` float32 of shape (out,).
+    """
+    bnb = import_bnb()
+    codes, row_absmax, _ = bnb.functional.int8_vectorwise_quant(w.contiguous().to(torch.float16))
+    return codes, row_absmax.float()
+
+
+def bnb_int8_dequantize(codes: Tensor, row_absmax: Tensor) -> Tensor:
+    """Float32 weights from bnb_int8_codes' outputs."""
+    return codes.float() * (row_absmax.float().unsqueeze(-1) / 127.0)
+
+
+# ---------------------------------------------------------------------------------------
+# The quantizer
+# ---------------------------------------------------------------------------------------
+
+_OWNER = "BitsAndBytes"
+
+
+class BitsAndBytes(Quantizer):
+    """bitsandbytes 4-bit (NF4/FP4) or 8-bit (LLM.int8) quantization at load time.
+
+    Config examples::
+
+        # the reference code's load_in_4bit=True with defaults
+        _target_: quail_repro.quant.BitsAndBytes
+        name: bnb_fp4
+        bits: 4
+        quant_type: fp4          # nf4 | fp4
+        compute_dtype: float32   # float32 | bfloat16 | float16
+        double_quant: false
+        blocksize: 64            # the only value from_pretrained can use (see module doc)
+        int8_threshold: null     # 8-bit only
+        cpu_bf16_kernel: false
+
+        _target_: quail_repro.quant.BitsAndBytes
+        name: bnb_int8
+        bits: 8
+        quant_type: null
+        compute_dtype: null
+        double_quant: null
+        blocksize: null
+        int8_threshold: 6.0      # LLM.int8 outlier threshold; 0 = no fp16 outlier path
+        cpu_bf16_kernel: false
+    """
+
+    def __init__(
+        self,
+        name: str,
+        bits: int,
+        quant_type: str | None = None,
+        compute_dtype: str | None = None,
+        double_quant: bool | None = None,
+        blocksize: int | None = None,
+        int8_threshold: float | None = None,
+        cpu_bf16_kernel: bool = False,
+    ):
+        self.name = check_name(_OWNER, name)
+        self.bits = check_int(_OWNER, "bits", bits)
+        if self.bits not in (4, 8):
+            raise ConfigError(f"{_OWNER} option 'bits' must be 4 or 8, got {bits}")
+        self.cpu_bf16_kernel = check_bool(_OWNER, "cpu_bf16_kernel", cpu_bf16_kernel)
+        four_bit_only = {
+            "quant_type": quant_type,
+            "compute_dtype": compute_dtype,
+            "double_quant": double_quant,
+            "blocksize": blocksize,
+        }
+        if self.bits == 4:
+            for option, value in four_bit_only.items():
+                if value is None:
+                    raise ConfigError(f"{_OWNER} option '{option}' must be set for bits=4 (no implicit default)")
+            if int8_threshold is not None:
+                raise ConfigError(
+                    f"{_OWNER} option 'int8_threshold' applies to bits=8 only; set it to null for bits=4"
+                )
+            if quant_type not in QUANT_TYPES:
+                raise ConfigError(f"{_OWNER} option 'quant_type' must be one of {QUANT_TYPES}, got {quant_type!r}")
+            if compute_dtype not in COMPUTE_DTYPES:
+                raise ConfigError(
+                    f"{_OWNER} option 'compute_dtype' must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}"
+                )
+            blocksize = check_int(_OWNER, "blocksize", blocksize)
+            if blocksize != PATH_BLOCKSIZE_4BIT:
+                raise ConfigError(
+                    f"{_OWNER} option 'blocksize'={blocksize} cannot be used: transformers' "
+                    f"BitsAndBytesConfig has no blocksize field and bnb.nn.Linear4bit always "
+                    f"quantizes with Params4bit's default blocksize {PATH_BLOCKSIZE_4BIT} on the "
+                    f"from_pretrained path; only {PATH_BLOCKSIZE_4BIT} is accepted"
+                )
+            self.quant_type: str | None = quant_type
+            self.compute_dtype: str | None = compute_dtype
+            self.double_quant: bool | None = check_bool(_OWNER, "double_quant", double_quant)
+            self.blocksize: int | None = blocksize
+            self.int8_threshold: float | None = None
+        else:
+            # 8-bit: the 4-bit options must be null, or state what 8-bit really does
+            # (quant_type int8, no double quantization); anything else would be ignored.
+            consistent = {"quant_type": "int8", "double_quant": False}
+            for option, value in four_bit_only.items():
+                if value is None:
+                    continue
+                if option in consistent and type(value) is type(consistent[option]) and value == consistent[option]:
+                    continue
+                why = (
+                    " (LLM.int8 multiplies int8 codes of float16-cast activations; it has no compute dtype)"
+                    if option == "compute_dtype"
+                    else ""
+                )
+                raise ConfigError(
+                    f"{_OWNER} option '{option}' applies to bits=4 only; set it to null for bits=8 "
+                    f"(got {value!r}){why}"
+                )
+            if int8_threshold is None:
+                raise ConfigError(f"{_OWNER} option 'int8_threshold' must be set for bits=8 (no implicit default)")
+            if isinstance(int8_threshold, bool) or not isinstance(int8_threshold, (int, float)) or int8_threshold < 0:
+                raise ConfigError(f"{_OWNER} option 'int8_threshold' must be a number >= 0, got {int8_threshold!r}")
+            self.quant_type = self.compute_dtype = self.double_quant = self.blocksize = None
+            self.int8_threshold = float(int8_threshold)
+
+    # -- config ------------------------------------------------------------------------
+
+    def bnb_config(self):
+        """The transformers BitsAndBytesConfig, every number-changing field explicit."""
+        from transformers import BitsAndBytesConfig
+
+        if self.bits == 4:
+            return BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type=self.quant_type,
+                bnb_4bit_compute_dtype=as_dtype(self.compute_dtype, "compute_dtype"),
+                bnb_4bit_use_double_quant=self.double_quant,
+                bnb_4bit_quant_storage=torch.uint8,
+                llm_int8_skip_modules=None,  # transformers' default skips: lm_head, tied, last
+            )
+        return BitsAndBytesConfig(
+            load_in_8bit=True,
+            llm_int8_threshold=self.int8_threshold,
+            llm_int8_has_fp16_weight=False,
+            llm_int8_skip_modules=None,
+            llm_int8_enable_fp32_cpu_offload=False,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "method": "bitsandbytes", "bits": self.bits}
+        if self.bits == 4:
+            d.update(
+                quant_type=self.quant_type,
+                compute_dtype=self.compute_dtype,
+                double_quant=self.double_quant,
+                double_quant_blocksize=DOUBLE_QUANT_BLOCKSIZE if self.double_quant else None,
+                blocksize=self.blocksize,
+                quant_storage="uint8",
+                cpu_bf16_kernel=self.cpu_bf16_kernel,
+            )
+        else:
+            d.update(
+                int8_threshold=self.int8_threshold,
+                has_fp16_weights=False,
+                weights="float16 then int8 row-wise absmax",
+                activations="float16 then int8 row-wise absmax (outlier columns fp16 if threshold > 0)",
+            )
+        d.update(
+            modules="all Linear except lm_head/tied/output embeddings",
+            bitsandbytes_version=_version("bitsandbytes"),
+            transformers_version=_version("transformers"),
+        )
+        return d
+
+    # -- loading -----------------------------------------------------------------------
+
+    def _preflight(self, bnb, device: str, dtype: torch.dtype) -> None:
+        """Quantize and run one tiny layer on ``device``; QuantizerUnavailable if that fails."""
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise QuantizerUnavailable(f"{self.name}: device {device!r} requested but CUDA is not available")
+        try:
+            with torch.no_grad():
+                if self.bits == 4:
+                    layer = bnb.nn.Linear4bit(
+                        64,
+                        64,  # the CPU bf16 kernel needs out_features % 32 == 0
+                        bias=False,
+                        compute_dtype=as_dtype(self.compute_dtype),
+                        compress_statistics=self.double_quant,
+                        quant_type=self.quant_type,
+                    )
+                    layer.support_avx512bf16_for_cpu = self.cpu_bf16_kernel and layer.support_avx512bf16_for_cpu
+                else:
+                    layer = bnb.nn.Linear8bitLt(
+                        64, 64, bias=False, has_fp16_weights=False, threshold=self.int8_threshold
+                    )
+                layer = layer.to(dev).eval()
+                out = layer(torch.randn(2, 64, dtype=dtype, device=dev))
+                if not torch.isfinite(out).all():
+                    raise RuntimeError("a test layer returned non-finite values")
+        except QuantizerUnavailable:
+            raise
+        except Exception as exc:
+            raise QuantizerUnavailable(
+                f"{self.name}: bitsandbytes {_version('bitsandbytes')} cannot run {self.bits}-bit layers on "
+                f"{device!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def load(self, path: str, *, dtype: torch.dtype, device: str) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        dtype = as_dtype(dtype)
+        bnb = import_bnb()
+        self._preflight(bnb, device, dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, device_map=device, quantization_config=self.bnb_config()
+        )
+        self.verify(model)
+        if self.bits == 4:
+            for module in model.modules():
+                if isinstance(module, bnb.nn.Linear4bit):
+                    module.support_avx512bf16_for_cpu = self.cpu_bf16_kernel and module.support_avx512bf16_for_cpu
+        model.eval()
+        return model
+
+    def verify(self, model: nn.Module) -> list[str]:
+        """Check that every Linear bitsandbytes should quantize is a bnb layer with the
+        configured settings (so a silent no-op is impossible); returns their names.
+        Call it before the first forward pass (a CPU forward may repack 4-bit weights)."""
+        bnb = import_bnb()
+        problems: list[str] = []
+        quantized: list[str] = []
+        skipped = set(skipped_linears(model))
+        for name, module in model.named_modules():
+            if self.bits == 4 and isinstance(module, bnb.nn.Linear4bit):
+                quantized.append(name)
+                weight = module.weight
+                state = getattr(weight, "quant_state", None)
+                if not isinstance(weight, bnb.nn.Params4bit) or state is None:
+                    problems.append(f"{name}: weight is not a quantized Params4bit")
+                    continue
+                seen = {
+                    "quant_type": state.quant_type,
+                    "blocksize": state.blocksize,
+                    "double_quant": bool(state.nested),
+                    "compute_dtype": dtype_name(module.compute_dtype) if module.compute_dtype is not None else None,
+                    "storage": dtype_name(weight.dtype),
+                }
+                want = {
+                    "quant_type": self.quant_type,
+                    "blocksize": self.blocksize,
+                    "double_quant": self.double_quant,
+                    "compute_dtype": self.compute_dtype,
+                    "storage": "uint8",
+                }
+                for key in want:
+                    if seen[key] != want[key]:
+                        problems.append(f"{name}: {key} is {seen[key]!r}, configured {want[key]!r}")
+                if tuple(state.shape) != (module.out_features, module.in_features):
+                    problems.append(f"{name}: quant_state shape {tuple(state.shape)} is not the layer's")
+            elif self.bits == 8 and isinstance(module, bnb.nn.Linear8bitLt):
+                quantized.append(name)
+                weight = module.weight
+                if not isinstance(weight, bnb.nn.Int8Params) or weight.dtype != torch.int8:
+                    problems.append(f"{name}: weight is {type(weight).__name__} {weight.dtype}, not int8 Int8Params")
+                elif getattr(weight, "SCB", None) is None:
+                    problems.append(f"{name}: int8 weight has no row scales (SCB)")
+                if module.state.threshold != self.int8_threshold:
+                    problems.append(f"{name}: threshold {module.state.threshold}, configured {self.int8_threshold}")
+                if module.state.has_fp16_weights:
+                    problems.append(f"{name}: has_fp16_weights is on")
+            elif isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)):
+                problems.append(f"{name}: {type(module).__name__} in a {self.bits}-bit load")
+            elif name and _is_linear(module) and name not in skipped:
+                problems.append(f"{name}: left as {type(module).__name__}, not quantized")
+        if not quantized:
+            problems.append("no layer was quantized")
+        if problems:
+            raise QuantizerUnavailable(
+                f"{self.name}: bitsandbytes did not quantize the model as configured: " + "; ".join(problems)
+            )
+        return quantized

@@ -1,0 +1,192 @@
+"""Training loops: fine-tuning a causal LM, and unlearning with a method's loss.
+
+Both pack documents into fixed-length blocks (documents joined by EOS, as MUSE's
+unlearning data loader does) and stop with ``Diverged`` on a NaN, inf or exploding
+loss, so the pipeline can record the run as diverged instead of crashing a sweep.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from quail_repro import losses
+from quail_repro.errors import ConfigError, Diverged
+from quail_repro.methods.base import Outputs, UnlearningMethod
+
+log = logging.getLogger(__name__)
+
+
+def tokenize_docs(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids per document, each ending in EOS."""
+    if not texts:
+        raise ConfigError("no texts to train on (empty split?)")
+    return [ids + [tokenizer.eos_token_id] for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+def pack(docs: list[list[int]], seq_len: int, seed: int | None = None) -> torch.Tensor:
+    """Documents joined into blocks [n_blocks, seq_len]; the tail is IGNORE_INDEX.
+
+    With a seed, documents are shuffled first: in corpus order an entity's QA sheet
+    follows its own article, and a model can then answer from the article in its
+    context instead of from its weights (science.md section 4).
+    """
+    if seed is not None:
+        order = torch.randperm(len(docs), generator=torch.Generator().manual_seed(seed)).tolist()
+        docs = [docs[i] for i in order]
+    ids = [t for doc in docs for t in doc]
+    n_blocks = math.ceil(len(ids) / seq_len)
+    pad = n_blocks * seq_len - len(ids)
+    return torch.tensor(ids + [losses.IGNORE_INDEX] * pad).view(n_blocks, seq_len)
+
+
+def pack_texts(tokenizer, texts: list[str], seq_len: int, seed: int | None = 0) -> torch.Tensor:
+    return pack(tokenize_docs(tokenizer, texts), seq_len, seed)
+
+
+def _batch(blocks: torch.Tensor, device) -> dict[str, torch.Tensor]:
+    labels = blocks.to(device)
+    valid = labels != losses.IGNORE_INDEX
+    return {"input_ids": labels.clamp_min(0) * valid, "attention_mask": valid.long(), "labels": labels}
+
+
+def causal_outputs(model, batch) -> Outputs:
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return Outputs(*losses.align_causal(logits, batch["labels"]))
+
+
+def _batches(blocks: torch.Tensor, batch_size: int, generator: torch.Generator):
+    """Endless shuffled epochs of mini-batches."""
+    while True:
+        order = torch.randperm(len(blocks), generator=generator)
+        for i in range(0, len(order), batch_size):
+            yield blocks[order[i:i + batch_size]]
+
+
+def _check_finite(step: int, loss: torch.Tensor, max_abs_loss: float | None):
+    value = loss.item()
+    if not math.isfinite(value):
+        raise Diverged(step, value, "loss is not finite")
+    if max_abs_loss is not None and abs(value) > max_abs_loss:
+        raise Diverged(step, value, f"|loss| exceeded max_abs_loss={max_abs_loss}")
+
+
+def round_params_to_bf16(model) -> None:
+    """Emulate bf16 weight storage on CPU (bf16 arithmetic is ~20x slower there)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(torch.bfloat16).to(p.dtype))
+
+
+@dataclass
+class LMTrainConfig:
+    epochs: int
+    lr: float
+    batch_size: int
+    seq_len: int
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    min_lr_ratio: float = 0.1
+    seed: int = 0
+    max_abs_loss: float | None = None
+
+
+def _epoch_blocks(docs: list[list[int]], cfg: "LMTrainConfig", generator: torch.Generator):
+    """Endless mini-batches; documents are reshuffled and repacked every epoch."""
+    for epoch in itertools.count():
+        blocks = pack(docs, cfg.seq_len, seed=cfg.seed * 100_003 + epoch)
+        order = torch.randperm(len(blocks), generator=generator)
+        for i in range(0, len(order), cfg.batch_size):
+            yield blocks[order[i:i + cfg.batch_size]]
+
+
+def train_lm(model, docs: list[list[int]], cfg: LMTrainConfig, desc: str = "train") -> list[float]:
+    """Next-token training with AdamW, linear warmup and cosine decay to min_lr_ratio * lr."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    steps_per_epoch = math.ceil(len(pack(docs, cfg.seq_len)) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def lr_factor(step):
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    model.train()
+    history = []
+    bar = tqdm(itertools.islice(_epoch_blocks(docs, cfg, generator), total), total=total, desc=desc)
+    for step, blk in enumerate(bar):
+        out = causal_outputs(model, _batch(blk, model.device))
+        loss = losses.mean_nll(out.logits, out.targets)
+        _check_finite(step, loss, cfg.max_abs_loss)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        history.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    return history
+
+
+def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Tensor,
+            retain_blocks: torch.Tensor | None, *, lr: float, epochs: int, batch_size: int,
+            max_steps: int | None = None, seed: int = 0, weight_decay: float = 0.0,
+            grad_clip: float | None = None, max_abs_loss: float | None = None,
+            param_dtype: str = "float32", desc: str = "unlearn") -> list[dict[str, float]]:
+    """Unlearning with AdamW at a constant learning rate and no warmup (as MUSE and [1]).
+
+    One step = one forget batch (+ one retain batch, cycled, if the method has a
+    retain term). ``epochs`` counts passes over the forget set; ``max_steps`` caps them.
+    """
+    if param_dtype not in ("float32", "bfloat16_emulated", "native"):
+        raise ConfigError(f"method.param_dtype={param_dtype!r}: choose float32, bfloat16_emulated or native")
+    if method.uses_retain and retain_blocks is None:
+        raise ConfigError("this method has a retain term but no retain data was given")
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    total = math.ceil(len(forget_blocks) / batch_size) * epochs
+    if max_steps is not None:
+        total = min(total, max_steps)
+    forget_iter = _batches(forget_blocks, batch_size, generator)
+    retain_iter = _batches(retain_blocks, batch_size, generator) if method.uses_retain else None
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    reference.eval()
+    model.train()
+    history = []
+    bar = tqdm(range(total), desc=desc)
+    for step in bar:
+        fb = _batch(next(forget_iter), model.device)
+        forget = (causal_outputs(model, fb), _reference_outputs(reference, fb, method.reference_on_forget))
+        retain = None
+        if retain_iter is not None:
+            rb = _batch(next(retain_iter), model.device)
+            retain = (causal_outputs(model, rb), _reference_outputs(reference, rb, method.reference_on_retain))
+        loss, parts = method.loss(forget, retain)
+        _check_finite(step, loss, max_abs_loss)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        if param_dtype == "bfloat16_emulated":
+            round_params_to_bf16(model)
+        history.append({"step": step, **parts})
+        bar.set_postfix(loss=f"{parts['total']:.3f}")
+    model.eval()
+    return history
+
+
+def _reference_outputs(reference, batch, needed: bool) -> Outputs | None:
+    if not needed:
+        return None
+    with torch.no_grad():
+        return causal_outputs(reference, batch)

@@ -1,0 +1,124 @@
+"""Loss math on tensors small enough to work out by hand."""
+import math
+
+import pytest
+import torch
+
+from quail_repro import losses
+from quail_repro.methods.base import Outputs
+from quail_repro.methods.ga import GA
+from quail_repro.methods.ga_gdr import GA_GDR
+from quail_repro.methods.ga_klr import GA_KLR
+from quail_repro.methods.npo import NPO
+from quail_repro.methods.npo_gdr import NPO_GDR
+from quail_repro.methods.npo_klr import NPO_KLR
+
+LN3 = math.log(3.0)
+
+
+def two_class(z1: float) -> torch.Tensor:
+    """Logits [0, z1]: p(class 1) = e^z1 / (1 + e^z1)."""
+    return torch.tensor([0.0, z1])
+
+
+def test_token_logprobs_and_ignore():
+    logits = torch.stack([two_class(LN3), two_class(0.0)]).unsqueeze(0)  # [1, 2, 2]
+    targets = torch.tensor([[1, -100]])
+    lp = losses.token_logprobs(logits, targets)
+    assert lp[0, 0].item() == pytest.approx(math.log(0.75))
+    assert lp[0, 1].item() == 0.0
+
+
+def test_mean_nll_averages_over_valid_tokens_only():
+    logits = torch.stack([two_class(LN3), two_class(LN3), two_class(0.0)]).unsqueeze(0)
+    targets = torch.tensor([[1, 0, -100]])  # p = 0.75 and 0.25
+    expected = -(math.log(0.75) + math.log(0.25)) / 2
+    assert losses.mean_nll(logits, targets).item() == pytest.approx(expected)
+
+
+def test_sequence_logprob_sums_per_sequence():
+    logits = torch.stack([two_class(LN3)] * 2).unsqueeze(0).repeat(2, 1, 1)
+    targets = torch.tensor([[1, 1], [1, -100]])
+    seq = losses.sequence_logprob(logits, targets)
+    assert seq.tolist() == pytest.approx([2 * math.log(0.75), math.log(0.75)])
+
+
+def test_align_causal_shifts_by_one():
+    logits = torch.arange(3 * 2, dtype=torch.float).view(1, 3, 2)
+    labels = torch.tensor([[7, 8, 9]])
+    aligned_logits, aligned_targets = losses.align_causal(logits, labels)
+    assert aligned_targets.tolist() == [[8, 9]]
+    assert aligned_logits[0, 0].tolist() == [0.0, 1.0]
+
+
+def test_kl_is_a_real_divergence_on_probabilities():
+    ref = two_class(0.0).view(1, 1, 2)           # p_ref = (0.5, 0.5)
+    cur = two_class(-LN3).view(1, 1, 2)          # p_cur = (0.75, 0.25)
+    targets = torch.tensor([[0]])
+    expected = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    assert losses.kl_divergence(ref, cur, targets).item() == pytest.approx(expected)
+    # a uniform logit offset changes no probability, so no divergence
+    assert losses.kl_divergence(ref, ref + 5.0, targets).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_npo_values_by_hand():
+    beta = 0.1
+    zero = torch.tensor([0.0])
+    # equal to the reference: -(2/beta) log sigmoid(0) = (2/beta) ln 2
+    assert losses.npo_loss(zero, zero, beta).item() == pytest.approx(2 / beta * math.log(2))
+    # beta * (logp - ref) = ln 3: sigmoid(-ln 3) = 1/4
+    assert losses.npo_loss(torch.tensor([LN3 / beta]), zero, beta).item() == pytest.approx(2 / beta * math.log(4))
+
+
+def test_npo_gradient_pushes_logprob_down():
+    logp = torch.tensor([-2.0], requires_grad=True)
+    losses.npo_loss(logp, torch.tensor([-2.0]), beta=0.1).backward()
+    assert logp.grad.item() > 0  # descending the loss lowers log p(forget)
+
+
+def _outputs(z1: float, target: int = 1) -> Outputs:
+    return Outputs(two_class(z1).view(1, 1, 2).clone().requires_grad_(True), torch.tensor([[target]]))
+
+
+def test_ga_is_minus_nll_and_ascends():
+    cur = _outputs(LN3)
+    loss = GA().forget_loss(cur, None)
+    assert loss.item() == pytest.approx(math.log(0.75))  # = -NLL
+    loss.backward()
+    # gradient descent on -NLL moves the target logit down
+    assert cur.logits.grad[0, 0, 1].item() > 0
+
+
+@pytest.mark.parametrize("cls,needs_forget_ref,needs_retain_ref", [
+    (GA, False, False), (GA_GDR, False, False), (GA_KLR, False, True),
+    (NPO, True, False), (NPO_GDR, True, False), (NPO_KLR, True, True)])
+def test_methods_declare_their_reference_needs(cls, needs_forget_ref, needs_retain_ref):
+    m = cls()
+    assert m.reference_on_forget is needs_forget_ref
+    assert m.reference_on_retain is needs_retain_ref
+    assert m.uses_retain is (cls not in (GA, NPO))
+
+
+def test_ga_gdr_total_is_forget_plus_alpha_retain():
+    forget, retain = _outputs(LN3), _outputs(0.0)
+    total, parts = GA_GDR(alpha=2.0).loss((forget, None), (retain, None))
+    expected = math.log(0.75) + 2.0 * math.log(2.0)   # -NLL(forget) + 2 * NLL(retain)
+    assert total.item() == pytest.approx(expected)
+    assert parts["forget"] == pytest.approx(math.log(0.75))
+    assert parts["retain"] == pytest.approx(math.log(2.0))
+
+
+def test_npo_klr_uses_reference_on_both_sides():
+    forget_cur, forget_ref = _outputs(0.0), _outputs(0.0)
+    retain_cur, retain_ref = _outputs(-LN3, 0), _outputs(0.0, 0)
+    total, parts = NPO_KLR(alpha=1.0, beta=0.1).loss((forget_cur, forget_ref), (retain_cur, retain_ref))
+    kl = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    assert parts["forget"] == pytest.approx(20 * math.log(2))
+    assert parts["retain"] == pytest.approx(kl)
+    assert total.item() == pytest.approx(20 * math.log(2) + kl)
+
+
+def test_ga_alone_ignores_retain_data():
+    total, parts = GA().loss((_outputs(LN3), None), None)
+    assert "retain" not in parts
+    assert total.item() == pytest.approx(math.log(0.75))
