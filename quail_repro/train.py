@@ -149,6 +149,8 @@ def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Ten
     """
     if param_dtype not in ("float32", "bfloat16_emulated", "native"):
         raise ConfigError(f"method.param_dtype={param_dtype!r}: choose float32, bfloat16_emulated or native")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"method.lr={lr}: must be a positive finite number")
     if method.uses_retain and retain_blocks is None:
         raise ConfigError("this method has a retain term but no retain data was given")
     generator = torch.Generator().manual_seed(seed)

@@ -1,0 +1,124 @@
+"""The whole chain at toy size: data -> target/retrain -> unlearn -> quantize -> evaluate."""
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from quail_repro.errors import ConfigError, DataError
+from quail_repro.pipeline import run, write_results
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+METRICS = {"verbmem_f", "knowmem_f", "knowmem_r", "privleak", "privleak_auc"}
+
+
+def toy_cfg(cache, *overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=["+experiment=toy", "device=cpu", f"paths.cache={cache}", *overrides])
+
+
+def cache_entries(cache: Path):
+    return sorted(p.name for p in cache.glob("*/*") if p.is_dir())
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = toy_cfg(cache, "method=ga_gdr", "quant=[none,rtn_int4,bnb_nf4]")
+    return cache, run_dir, run(cfg, run_dir)
+
+
+def test_results_json_has_every_precision(toy_run):
+    cache, run_dir, results = toy_run
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(results, default=str))
+    assert on_disk["status"] == "ok"
+    assert (on_disk["model"], on_disk["dataset"], on_disk["method"], on_disk["seed"]) == \
+        ("tiny_llama", "mini_news", "ga_gdr", 0)
+    assert list(on_disk["metrics"]) == ["none", "rtn_int4", "bnb_nf4"]
+    for m in on_disk["metrics"].values():
+        assert set(m) == METRICS
+        assert 0 <= m["verbmem_f"] <= 100 and 0 <= m["knowmem_f"] <= 100
+    assert on_disk["quant"]["bnb_nf4"]["quant_type"] == "nf4"
+    gens = json.loads((run_dir / "generations" / "rtn_int4.json").read_text())
+    assert {"verbmem_f", "knowmem_f", "knowmem_r", "privleak"} <= set(gens)
+
+
+def test_every_stage_is_cached(toy_run):
+    cache, _, _ = toy_run
+    stages = {name.split("-")[0] for name in cache_entries(cache)}
+    assert stages == {"corpus", "tokenizer", "target", "retrain", "privleak_ref", "unlearn", "eval"}
+
+
+def test_second_run_reuses_everything(toy_run, tmp_path):
+    cache, run_dir, first = toy_run
+    before = cache_entries(cache)
+    again = run(toy_cfg(cache, "method=ga_gdr", "quant=[none,rtn_int4,bnb_nf4]"), tmp_path)
+    assert cache_entries(cache) == before
+    assert again["metrics"] == first["metrics"]
+
+
+def test_a_new_precision_reuses_the_unlearned_model(toy_run, tmp_path):
+    cache, _, _ = toy_run
+    before = cache_entries(cache)
+    run(toy_cfg(cache, "method=ga_gdr", "quant=[rtn_int8]"), tmp_path)
+    added = sorted(set(cache_entries(cache)) - set(before))
+    assert len(added) == 1 and added[0].startswith("eval-")
+
+
+def test_target_and_retrain_rows_evaluate_without_unlearning(toy_run, tmp_path):
+    cache, _, _ = toy_run
+    for method in ("target", "retrain"):
+        res = run(toy_cfg(cache, f"method={method}", "quant=[none]"), tmp_path / method)
+        assert res["status"] == "ok" and res["method"] == method
+    assert not [n for n in set(cache_entries(cache)) if n.startswith("unlearn-")][1:]
+
+
+def test_exploding_loss_is_recorded_as_diverged(toy_run, tmp_path):
+    cache, _, _ = toy_run
+    res = run(toy_cfg(cache, "method=ga", "method.max_abs_loss=1e-6", "quant=[none]"), tmp_path)
+    assert res["status"] == "diverged"
+    assert res["unlearning"]["step"] == 0 and "max_abs_loss" in res["unlearning"]["reason"]
+    assert res["metrics"] == {}
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "diverged"
+
+
+def test_nan_loss_is_recorded_as_diverged(toy_run, tmp_path):
+    cache, _, _ = toy_run
+    # a learning rate this large overflows the weights on the first step
+    res = run(toy_cfg(cache, "method=npo", "method.lr=1e30", "method.max_abs_loss=null", "quant=[none]"), tmp_path)
+    assert res["status"] == "diverged"
+    assert "not finite" in res["unlearning"]["reason"]
+
+
+def test_a_quantizer_that_cannot_run_is_recorded_and_others_still_evaluate(toy_run, tmp_path):
+    cache, _, _ = toy_run
+    res = run(toy_cfg(cache, "method=ga_gdr", "quant=[none,bnb_nf4]", "quant.bnb_nf4.blocksize=128"), tmp_path)
+    assert res["status"] == "partial"
+    assert res["metrics"]["bnb_nf4"]["status"] == "failed"
+    assert "blocksize" in res["metrics"]["bnb_nf4"]["error"]
+    assert set(res["metrics"]["none"]) == METRICS
+
+
+def test_missing_dataset_fails_with_a_named_error(tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["device=cpu", f"paths.cache={tmp_path}/cache", "dataset=muse_news",
+                                           f"dataset.path={tmp_path}/no_such_corpus"])
+    with pytest.raises(DataError, match="no_such_corpus"):
+        run(cfg, tmp_path / "run")
+    failed = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert failed["status"] == "failed" and "no_such_corpus" in failed["error"]
+
+
+def test_a_bad_learning_rate_is_a_config_error(toy_run, tmp_path):
+    cache, _, _ = toy_run
+    with pytest.raises(ConfigError, match="method.lr"):
+        run(toy_cfg(cache, "method=ga", "method.lr=nan", "quant=[none]"), tmp_path)
+
+
+def test_a_failing_run_never_overwrites_finished_results(tmp_path):
+    write_results(tmp_path, {"status": "ok", "metrics": {"none": {"knowmem_f": 1.0}}})
+    path = write_results(tmp_path, {"status": "failed", "metrics": {}})
+    assert path.name == "results.failed.json"
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "ok"
