@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 # Offline by default: nothing may block on a hub; set QUAIL_ONLINE=1 to reach it.
 if os.environ.get("QUAIL_ONLINE") != "1":
@@ -15,13 +14,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from quail_repro import CONF_DIR
 from quail_repro.errors import QuailError
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("quail_repro")
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from quail_repro.pipeline import run
 

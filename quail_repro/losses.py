@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from quail_repro.errors import ConfigError
+
 IGNORE_INDEX = -100
 
 
@@ -59,3 +61,36 @@ def npo_loss(logprob: torch.Tensor, ref_logprob: torch.Tensor, beta: float) -> t
     """
     log_ratio = logprob - ref_logprob
     return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()
+
+
+DISTANCES = ("l2", "linf", "mean_abs", "centred_l2")
+
+
+def logit_distance(logits: torch.Tensor, ref_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-position distance over the vocabulary between two models' logits.
+
+    ``centred_l2`` removes each side's mean over the vocabulary first: a uniform
+    offset of all logits changes no probability, so it should count as no change.
+    """
+    diff = logits.float() - ref_logits.float()
+    if kind == "l2":
+        return diff.norm(dim=-1)
+    if kind == "linf":
+        return diff.abs().amax(dim=-1)
+    if kind == "mean_abs":
+        return diff.abs().mean(dim=-1)
+    if kind == "centred_l2":
+        return (diff - diff.mean(dim=-1, keepdim=True)).norm(dim=-1)
+    raise ConfigError(f"hinge distance {kind!r}: choose one of {DISTANCES}")
+
+
+def logit_hinge(logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor,
+                margin: float, kind: str = "l2") -> torch.Tensor:
+    """QUAIL's hinge: mean over forget tokens of max(0, margin - d(z_theta, z_0)).
+
+    Zero once every token's logits are at least ``margin`` away from the original
+    model's; inside the margin it pushes them apart linearly.
+    """
+    mask = targets != IGNORE_INDEX
+    per_token = torch.relu(margin - logit_distance(logits, ref_logits, kind))
+    return (per_token * mask).sum() / mask.sum().clamp_min(1)

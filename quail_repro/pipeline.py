@@ -19,6 +19,9 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer
 
+from quail_repro import CONF_DIR
+from quail_repro.analysis import (bucket_analysis, dw_over_step, layer_names_for, logit_shift,
+                                  plot_dw_histogram, plot_overlap_per_layer, quantizer_codes)
 from quail_repro.cache import Cache, to_plain
 from quail_repro.data.muse import load_muse
 from quail_repro.errors import ConfigError, Diverged, QuailError
@@ -43,12 +46,37 @@ def resolve_device(name: str) -> str:
 
 def make(node: DictConfig):
     """hydra instantiate, re-raising the harness's own errors instead of Hydra's wrapper."""
+    return make_with(node)
+
+
+def make_with(node: DictConfig, **kwargs):
+    """``make`` with run-time arguments (objects or resolved values) added."""
     try:
-        return instantiate(node)
+        return instantiate(node, **kwargs)
     except InstantiationException as err:
         if isinstance(err.__cause__, QuailError):
             raise err.__cause__ from None
         raise
+
+
+def load_quant_config(name: str) -> DictConfig:
+    """A conf/quant option by name, for settings that refer to a quantizer (auto margin)."""
+    path = CONF_DIR / "quant" / f"{name}.yaml"
+    if not path.exists():
+        options = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"quantizer {name!r} not found in {path.parent}; choose one of {options}")
+    return OmegaConf.load(path)
+
+
+def half_step(model, quantizer, aggregate: str) -> float:
+    """Half the quantization step Delta of ``quantizer`` on the model's quantized weights."""
+    reducers = {"mean": torch.mean, "median": torch.median, "max": torch.max}
+    if aggregate not in reducers:
+        raise ConfigError(f"method.auto_margin.aggregate={aggregate!r}: choose one of {sorted(reducers)}")
+    state = model.state_dict()
+    steps = torch.cat([quantizer_codes(quantizer, state[name].detach().float().cpu())[1].flatten()
+                       for name in layer_names_for(model)])
+    return 0.5 * reducers[aggregate](steps).item()
 
 
 def _json(path: Path, obj: Any) -> None:
@@ -107,8 +135,8 @@ class Pipeline:
         spec = {"target": target.key, "corpus": self.corpus_key, "method": m, "device_kind": self.device.split(":")[0]}
 
         def build(d: Path):
-            method = make(m.loss)
             model, tok = self.load(target)
+            method, extra = self.method(model)
             reference, _ = self.load(target)
             reference.requires_grad_(False)
             forget = pack_texts(tok, self.corpus.raw[m.forget_split], m.max_length)
@@ -121,18 +149,68 @@ class Pipeline:
                                   desc=f"unlearn {m.name}")
             except Diverged as err:
                 _json(d / "status.json", {"status": "diverged", "step": err.step, "loss": err.loss,
-                                          "reason": err.reason})
+                                          "reason": err.reason, **extra})
                 return
             model.save_pretrained(d)
             tok.save_pretrained(d)
             _json(d / "history.json", history)
-            _json(d / "status.json", {"status": "ok", "steps": len(history)})
+            _json(d / "status.json", {"status": "ok", "steps": len(history), **extra})
 
         entry = self.cache.get_or_build("unlearn", spec, build)
         status = json.loads((entry / "status.json").read_text())
         if status["status"] != "ok":
             return None, status
         return ModelRef(path=str(entry), key=entry.name, tokenizer=str(entry)), status
+
+    def method(self, target_model):
+        """The configured loss; with a ``hinge`` node, wrapped in QUAIL's hinge.
+
+        Returns the method and what was resolved at run time (the auto margin).
+        """
+        m = self.cfg.method
+        base = make(m.loss)
+        if m.get("hinge") is None:
+            return base, {}
+        margin = m.hinge.margin
+        if margin == "auto":
+            a = m.auto_margin
+            quantizer = make(load_quant_config(a.quantizer))
+            margin = a.scale * half_step(target_model, quantizer, a.aggregate)
+        return make_with(m.hinge, base=base, margin=float(margin)), {"margin": float(margin)}
+
+    def analyse(self, subject: ModelRef, quant_cfg: DictConfig) -> dict | None:
+        """Bucket overlap, |dw| statistics and logit shifts of subject vs the target at one precision.
+
+        None for quantizers without codes (full precision). Cached like the evaluation.
+        """
+        quantizer = make(quant_cfg)
+        if isinstance(quantizer, FullPrecision):
+            return None
+        a = self.cfg.analysis
+        target = self.refs["target"]
+        spec = {"target": target.key, "subject": subject.key, "corpus": self.corpus_key,
+                "quant": quantizer.describe(), "analysis": a, "dtype": str(self.dtype),
+                "device_kind": self.device.split(":")[0]}
+
+        def build(d: Path):
+            t_model, tok = self.load(target)
+            u_model, _ = self.load(subject)
+            names = layer_names_for(t_model)
+            t_state, u_state = t_model.state_dict(), u_model.state_dict()
+            stats = bucket_analysis(t_state, u_state, names, quantizer, dtype=self.dtype)
+            torch.save(dw_over_step(t_state, u_state, names, quantizer, dtype=self.dtype), d / "dw_over_step.pt")
+            blocks = pack_texts(tok, self.corpus.raw["forget"], a.max_length)[: a.max_blocks].to(self.device)
+            stats["logit_shift_full"] = logit_shift(u_model, t_model, blocks, distance=a.distance)
+            del t_model, u_model
+            qt, _ = self.load(target, quantizer)
+            qu, _ = self.load(subject, quantizer)
+            stats["logit_shift_quant"] = logit_shift(qu, qt, blocks, distance=a.distance)
+            stats["logit_distance"] = a.distance
+            _json(d / "analysis.json", stats)
+
+        entry = self.cache.get_or_build("analysis", spec, build)
+        return {"stats": json.loads((entry / "analysis.json").read_text()),
+                "dw_over_step": torch.load(entry / "dw_over_step.pt")}
 
     def evaluate(self, ref: ModelRef, quant_cfg: DictConfig, auc_retrain: float) -> dict:
         quantizer = make(quant_cfg)
@@ -189,6 +267,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
                 results["quant"][qname] = out["quant"]
                 (gen_dir / f"{qname}.json").write_text((out["entry"] / "generations.json").read_text())
                 logger.log_metrics({f"{qname}/{k}": v for k, v in results["metrics"][qname].items()})
+            if status.get("steps") and cfg.analysis.enabled:  # an unlearned model: compare it to its target
+                results["analysis"] = analyse_all(p, subject, cfg, run_dir)
     except QuailError as err:
         results["status"] = "failed"
         results["error"] = f"{type(err).__name__}: {err}"
@@ -199,6 +279,26 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     logger.finish(results)
     print(format_table(results))
     return results
+
+
+def analyse_all(p: Pipeline, subject: ModelRef, cfg: DictConfig, run_dir: Path) -> dict:
+    """Per-precision bucket analysis into results, with the two figures in the run folder."""
+    out, ratios, per_layer = {}, {}, {}
+    for qname, qcfg in cfg.quant.items():
+        try:
+            res = p.analyse(subject, qcfg)
+        except QuailError as err:
+            out[qname] = {"status": "failed", "error": str(err)}
+            continue
+        if res is None:
+            continue
+        out[qname] = {k: v for k, v in res["stats"].items() if k != "per_layer"}
+        out[qname]["per_layer"] = res["stats"]["per_layer"]
+        ratios[qname], per_layer[qname] = res["dw_over_step"], res["stats"]["per_layer"]
+    if ratios:
+        plot_dw_histogram(ratios, run_dir / "dw_over_step_hist.png")
+        plot_overlap_per_layer(per_layer, run_dir / "bucket_overlap_per_layer.png")
+    return out
 
 
 def write_results(run_dir: Path, results: dict) -> Path:

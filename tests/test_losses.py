@@ -122,3 +122,61 @@ def test_ga_alone_ignores_retain_data():
     total, parts = GA().loss((_outputs(LN3), None), None)
     assert "retain" not in parts
     assert total.item() == pytest.approx(math.log(0.75))
+
+
+# --- QUAIL's hinge ---------------------------------------------------------------
+
+def test_logit_distances_by_hand():
+    z0 = torch.zeros(1, 1, 4)
+    z = torch.tensor([[[3.0, 4.0, 0.0, 0.0]]])
+    assert losses.logit_distance(z, z0, "l2").item() == pytest.approx(5.0)
+    assert losses.logit_distance(z, z0, "linf").item() == pytest.approx(4.0)
+    assert losses.logit_distance(z, z0, "mean_abs").item() == pytest.approx(7.0 / 4)
+    offset = z0 + 2.0  # a uniform shift changes no probability
+    assert losses.logit_distance(offset, z0, "l2").item() == pytest.approx(4.0)
+    assert losses.logit_distance(offset, z0, "centred_l2").item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_unknown_distance_is_a_config_error():
+    from quail_repro.errors import ConfigError
+    with pytest.raises(ConfigError, match="centred_l2"):
+        losses.logit_distance(torch.zeros(1, 2), torch.zeros(1, 2), "cosine")
+
+
+def test_hinge_is_zero_beyond_the_margin_and_linear_inside():
+    z0 = torch.zeros(1, 2, 4)
+    targets = torch.tensor([[0, 0]])
+    far = z0.clone()
+    far[..., 0] = 3.0                                      # l2 distance 3
+    assert losses.logit_hinge(far, z0, targets, margin=2.0).item() == 0.0
+    near = z0.clone()
+    near[0, 0, 0], near[0, 1, 0] = 0.5, 1.5                # distances 0.5 and 1.5
+    assert losses.logit_hinge(near, z0, targets, margin=2.0).item() == pytest.approx((1.5 + 0.5) / 2)
+    # linear inside: moving one token 0.25 closer adds 0.25 / 2 tokens
+    nearer = near.clone()
+    nearer[0, 0, 0] = 0.25
+    assert losses.logit_hinge(nearer, z0, targets, margin=2.0).item() == pytest.approx((1.75 + 0.5) / 2)
+
+
+def test_hinge_ignores_padding_and_pushes_logits_away():
+    z0 = torch.zeros(1, 2, 3)
+    z = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]]], requires_grad=True)
+    targets = torch.tensor([[1, -100]])
+    h = losses.logit_hinge(z, z0, targets, margin=1.0)
+    assert h.item() == pytest.approx(0.5)                  # only the first position counts
+    h.backward()
+    assert z.grad[0, 0, 0].item() < 0                      # descending grows the distance
+    assert torch.all(z.grad[0, 1] == 0)
+
+
+def test_quail_adds_gamma_times_hinge_to_the_base_loss():
+    from quail_repro.methods.quail import Quail
+    forget_cur, forget_ref = _outputs(LN3), _outputs(0.0)   # logits [0, ln3] vs [0, 0]: l2 = ln 3
+    retain = (_outputs(0.0), None)
+    base = GA_GDR(alpha=1.0)
+    method = Quail(base, gamma=2.0, margin=1.5, distance="l2")
+    assert method.uses_retain and method.reference_on_forget and not method.reference_on_retain
+    total, parts = method.loss((forget_cur, forget_ref), retain)
+    base_total, _ = base.loss((forget_cur, forget_ref), retain)
+    assert parts["hinge"] == pytest.approx(1.5 - LN3)
+    assert total.item() == pytest.approx(base_total.item() + 2.0 * (1.5 - LN3))

@@ -45,10 +45,29 @@ def test_results_json_has_every_precision(toy_run):
     assert {"verbmem_f", "knowmem_f", "knowmem_r", "privleak"} <= set(gens)
 
 
+def test_analysis_per_quantized_precision_with_figures(toy_run):
+    _, run_dir, results = toy_run
+    assert list(results["analysis"]) == ["rtn_int4", "bnb_nf4"]  # full precision has no codes
+    for stats in results["analysis"].values():
+        assert 0.0 <= stats["bucket_overlap"] <= 1.0
+        assert 0.0 <= stats["frac_below_half_step"] <= 1.0
+        assert stats["median_abs_dw"] > 0 and stats["logit_shift_full"] > 0
+        assert stats["logit_shift_quant"] >= 0 and stats["per_layer"]
+    for fig in ("dw_over_step_hist.png", "bucket_overlap_per_layer.png"):
+        assert (run_dir / fig).stat().st_size > 1000
+
+
+def test_quail_records_its_auto_margin(toy_run, tmp_path):
+    cache, _, _ = toy_run
+    res = run(toy_cfg(cache, "method=quail", "quant=[none]"), tmp_path)
+    assert res["status"] == "ok" and res["method"] == "quail"
+    assert res["unlearning"]["margin"] > 0
+
+
 def test_every_stage_is_cached(toy_run):
     cache, _, _ = toy_run
     stages = {name.split("-")[0] for name in cache_entries(cache)}
-    assert stages == {"corpus", "tokenizer", "target", "retrain", "privleak_ref", "unlearn", "eval"}
+    assert stages == {"corpus", "tokenizer", "target", "retrain", "privleak_ref", "unlearn", "eval", "analysis"}
 
 
 def test_second_run_reuses_everything(toy_run, tmp_path):
@@ -64,15 +83,17 @@ def test_a_new_precision_reuses_the_unlearned_model(toy_run, tmp_path):
     before = cache_entries(cache)
     run(toy_cfg(cache, "method=ga_gdr", "quant=[rtn_int8]"), tmp_path)
     added = sorted(set(cache_entries(cache)) - set(before))
-    assert len(added) == 1 and added[0].startswith("eval-")
+    assert [a.split("-")[0] for a in added] == ["analysis", "eval"]
 
 
 def test_target_and_retrain_rows_evaluate_without_unlearning(toy_run, tmp_path):
     cache, _, _ = toy_run
+    unlearned_before = [n for n in cache_entries(cache) if n.startswith("unlearn-")]
     for method in ("target", "retrain"):
-        res = run(toy_cfg(cache, f"method={method}", "quant=[none]"), tmp_path / method)
+        res = run(toy_cfg(cache, f"method={method}", "quant=[none,rtn_int4]"), tmp_path / method)
         assert res["status"] == "ok" and res["method"] == method
-    assert not [n for n in set(cache_entries(cache)) if n.startswith("unlearn-")][1:]
+        assert "analysis" not in res
+    assert [n for n in cache_entries(cache) if n.startswith("unlearn-")] == unlearned_before
 
 
 def test_exploding_loss_is_recorded_as_diverged(toy_run, tmp_path):

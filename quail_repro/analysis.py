@@ -1,0 +1,269 @@
+"""Bucket analysis (QUAIL, section "why quantization undoes unlearning"; science.md 1, 4).
+
+For an unlearned model against its target and one quantizer: how many quantized weights
+kept their code ("bucket overlap"), and how large the updates |dw| are relative to the
+quantization step Delta. Codes come from the same helpers the quantizers use
+(quail_repro.quant), so the analysis describes what the evaluation saw.
+
+What is compared, per quantizer:
+
+* RTN: the integer codes of ``rtn_codes``; Delta = the group's step (``quant_step``).
+* bitsandbytes 4-bit: the codes of ``bnb_4bit_codes`` mapped to their value in the code
+  table (in [-1, 1], before the block's absmax). For NF4 that is the raw code; FP4 has two
+  codes for zero (+0 and -0) and a weight near 0 can flip between them without changing
+  its value, so comparing table values counts that as "same bucket". NF4 and FP4 grids are
+  non-uniform, so there is no single step: Delta = block absmax x the mean spacing of the
+  table's distinct values ((max - min) / (n_distinct - 1): 2/15 for NF4, 2/14 for FP4),
+  i.e. the step of a uniform grid with as many levels over the same range. The real
+  spacing is narrower near zero and wider at the tails (NF4 0.08..0.28, FP4 0.005..0.33).
+* bitsandbytes 8-bit: the int8 codes of ``bnb_int8_codes`` (row absmax of the fp16-cast
+  weight); Delta = row absmax / 127.
+
+Codes ignore a change of the group/block scale. ``value_overlap`` (fraction of weights
+whose dequantized value is identical) includes it: it is the stricter "the evaluated
+weight did not change at all". Delta in ``frac_below_half_step`` and ``median_step`` is
+the TARGET's. Percentiles are exact (numpy.quantile, linear interpolation as in
+torch.quantile, which refuses inputs above 2^24 elements); this holds all |dw| of the
+analysed layers in memory as float32 (4 bytes per weight).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from quail_repro.errors import ConfigError
+from quail_repro.losses import IGNORE_INDEX, logit_distance
+from quail_repro.train import _batch, causal_outputs
+from quail_repro.quant import (
+    RTN,
+    BitsAndBytes,
+    as_dtype,
+    bnb_4bit_code_table,
+    bnb_4bit_codes,
+    bnb_4bit_dequantize,
+    bnb_int8_codes,
+    bnb_int8_dequantize,
+    expand_groups,
+    quantizable_linears,
+    rtn_codes,
+    rtn_dequantize,
+)
+
+
+
+# -- codes -------------------------------------------------------------------------------
+
+
+def _quantize(quantizer, weight: Tensor, dtype: torch.dtype | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(comparable codes, dequantized float32 values, per-weight Delta) of one Linear weight (out x in)."""
+    if dtype is not None:  # the evaluation quantizes the weight as loaded, in this dtype
+        weight = weight.to(as_dtype(dtype))
+    if isinstance(quantizer, RTN):
+        args = (quantizer.bits, quantizer.group_size, quantizer.symmetric)
+        codes, scale, zero = rtn_codes(weight, *args)
+        return codes, rtn_dequantize(codes, scale, zero), expand_groups(scale, weight.shape)
+    if isinstance(quantizer, BitsAndBytes) and quantizer.bits == 4:
+        qt, bs = quantizer.quant_type, quantizer.blocksize
+        codes, absmax = bnb_4bit_codes(weight, quant_type=qt, blocksize=bs)
+        table = bnb_4bit_code_table(qt, device=codes.device)
+        levels = table.unique()  # FP4's +0 and -0 are one value
+        spacing = (levels.max() - levels.min()) / (levels.numel() - 1)
+        per_weight_absmax = absmax.repeat_interleave(bs)[: weight.numel()].reshape(weight.shape)
+        values = bnb_4bit_dequantize(codes, absmax, quant_type=qt, blocksize=bs)
+        return table[codes.long()], values, per_weight_absmax * spacing
+    if isinstance(quantizer, BitsAndBytes) and quantizer.bits == 8:
+        codes, row_absmax = bnb_int8_codes(weight)
+        step = (row_absmax / 127.0).unsqueeze(-1).expand(weight.shape)
+        return codes, bnb_int8_dequantize(codes, row_absmax), step
+    raise ConfigError(
+        f"bucket analysis needs an RTN or BitsAndBytes quantizer, got {type(quantizer).__name__} "
+        f"({getattr(quantizer, 'name', '?')}); full precision has no buckets"
+    )
+
+
+def quantizer_codes(quantizer, weight: Tensor, *, dtype: torch.dtype | str | None = None) -> tuple[Tensor, Tensor]:
+    """(codes or code values comparable between two models, per-weight step Delta) for one
+    Linear weight (out x in) under an RTN or BitsAndBytes quantizer (see the module doc).
+    ``dtype``: the dtype the evaluation loads the model at (weights are cast to it before
+    quantizing, as the load does); None quantizes the weight as given."""
+    codes, _, step = _quantize(quantizer, weight, dtype)
+    return codes, step
+
+
+def layer_names_for(model: nn.Module) -> list[str]:
+    """State-dict names of the weights the quantizers really quantize (not lm_head, norms, embeddings)."""
+    names = []
+    for name, module in quantizable_linears(model):
+        if type(module) is not nn.Linear:  # GPT-2 Conv1D stores (in, out): groups would run along the wrong axis
+            raise ConfigError(f"bucket analysis supports nn.Linear weights only; {name} is {type(module).__name__}")
+        names.append(name + ".weight")
+    return names
+
+
+# -- statistics --------------------------------------------------------------------------
+
+
+def _pair(target_state: dict, unlearned_state: dict, name: str) -> tuple[Tensor, Tensor]:
+    for label, state in (("target", target_state), ("unlearned", unlearned_state)):
+        if name not in state:
+            raise KeyError(f"{name!r} is not in the {label} state dict")
+    w0, w1 = target_state[name], unlearned_state[name]
+    if w0.shape != w1.shape:
+        raise ValueError(f"{name}: target shape {tuple(w0.shape)} != unlearned {tuple(w1.shape)}")
+    return w0.detach(), w1.detach().to(w0.device)
+
+
+def _abs_dw(w0: Tensor, w1: Tensor) -> Tensor:
+    return (w1.float() - w0.float()).abs().flatten()
+
+
+def bucket_analysis(
+    target_state: dict[str, Tensor],
+    unlearned_state: dict[str, Tensor],
+    layer_names: list[str],
+    quantizer,
+    *,
+    dtype: torch.dtype | str | None = None,
+) -> dict[str, Any]:
+    """Bucket overlap and |dw| statistics over ``layer_names`` (see the module doc).
+
+    |dw| is the update as stored (float32 difference); codes are taken after casting to
+    ``dtype`` when given (see quantizer_codes). Returns bucket_overlap, value_overlap,
+    median/mean/p99/max_abs_dw, frac_below_half_step (|dw| < target Delta / 2),
+    median_step, n_weights and per_layer {name: {bucket_overlap, median_abs_dw,
+    frac_below_half_step}}.
+    """
+    if not layer_names:
+        raise ValueError("bucket_analysis: no layers to analyse")
+    per_layer, all_dw, all_step = {}, [], []
+    n = same_code = same_value = below = 0
+    for name in layer_names:
+        w0, w1 = _pair(target_state, unlearned_state, name)
+        c0, v0, step = _quantize(quantizer, w0, dtype)
+        c1, v1, _ = _quantize(quantizer, w1, dtype)
+        dw = _abs_dw(w0, w1).cpu()
+        step = step.flatten().float().cpu()
+        k_code, k_value = int((c0 == c1).sum()), int((v0 == v1).sum())
+        k_below = int((dw < step / 2).sum())
+        per_layer[name] = {
+            "bucket_overlap": k_code / dw.numel(),
+            "median_abs_dw": float(np.median(dw.numpy())),
+            "frac_below_half_step": k_below / dw.numel(),
+        }
+        n, same_code, same_value, below = n + dw.numel(), same_code + k_code, same_value + k_value, below + k_below
+        all_dw.append(dw)
+        all_step.append(step)
+    dw = torch.cat(all_dw).numpy()
+    median, p99 = np.quantile(dw, [0.5, 0.99])
+    return {
+        "bucket_overlap": same_code / n,
+        "value_overlap": same_value / n,
+        "median_abs_dw": float(median),
+        "mean_abs_dw": float(dw.mean(dtype=np.float64)),
+        "p99_abs_dw": float(p99),
+        "max_abs_dw": float(dw.max()),
+        "frac_below_half_step": below / n,
+        "median_step": float(np.median(torch.cat(all_step).numpy())),
+        "n_weights": n,
+        "per_layer": per_layer,
+    }
+
+
+def dw_over_step(
+    target_state: dict[str, Tensor],
+    unlearned_state: dict[str, Tensor],
+    layer_names: list[str],
+    quantizer,
+    *,
+    dtype: torch.dtype | str | None = None,
+) -> Tensor:
+    """|dw| / Delta (target's Delta) for every weight of ``layer_names``, float32 on CPU."""
+    ratios = []
+    for name in layer_names:
+        w0, w1 = _pair(target_state, unlearned_state, name)
+        _, step = quantizer_codes(quantizer, w0, dtype=dtype)
+        ratios.append((_abs_dw(w0, w1) / step.flatten().float()).cpu())
+    return torch.cat(ratios)
+
+
+# -- plots -------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_dw_histogram(ratios: dict[str, Tensor], path) -> Path:
+    """One histogram of |dw|/Delta per label on a log-x axis, a line at 0.5 (half a step).
+
+    Exact zeros cannot sit on a log axis; the legend gives their share instead.
+    """
+    plt = _pyplot()
+    positive = {k: v.float().flatten()[v.flatten() > 0] for k, v in ratios.items()}
+    present = [v for v in positive.values() if v.numel()]
+    lo = min(float(v.min()) for v in present) if present else 1e-6
+    hi = max(float(v.max()) for v in present) if present else 1.0
+    edges = torch.logspace(np.log10(lo), np.log10(max(hi, lo * 10)), 81)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, v in ratios.items():
+        counts = torch.histogram(positive[label], bins=edges).hist / max(v.numel(), 1)
+        zeros = 1 - positive[label].numel() / max(v.numel(), 1)
+        ax.stairs(counts.numpy(), edges.numpy(), label=f"{label} ({zeros:.1%} unchanged)")
+    ax.axvline(0.5, color="k", linestyle="--", linewidth=1, label="half a step")
+    ax.set(xscale="log", xlabel="|dw| / quantization step", ylabel="fraction of weights")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_overlap_per_layer(per_layer: dict[str, dict[str, dict]], path) -> Path:
+    """Bucket overlap per layer, one series per quantizer ({quantizer: {layer: {bucket_overlap, ...}}})."""
+    plt = _pyplot()
+    layers = list(next(iter(per_layer.values()), {}))
+    fig, ax = plt.subplots(figsize=(max(7, 0.18 * len(layers)), 4))
+    for label, stats in per_layer.items():
+        ax.plot(range(len(layers)), [stats[name]["bucket_overlap"] for name in layers], marker=".", label=label)
+    short = [name.removeprefix("model.").removeprefix("layers.").removesuffix(".weight") for name in layers]
+    ax.set_xticks(range(len(layers)), short, rotation=90, fontsize=6)
+    ax.set(ylabel="bucket overlap (same code)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# -- logits ------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def logit_shift(model_a, model_b, blocks: Tensor, *, distance: str = "l2", batch_size: int = 8) -> float:
+    """Mean over forget tokens of logit_distance between two causal LMs' logits.
+
+    ``blocks``: [n, seq_len] token ids with -100 padding (train.pack). A "forget token"
+    is a position whose next token is not padding (the positions the loss scores).
+    """
+    total, count = 0.0, 0
+    for i in range(0, len(blocks), batch_size):
+        a, b = (causal_outputs(m, _batch(blocks[i:i + batch_size], next(m.parameters()).device))
+                for m in (model_a, model_b))
+        d = logit_distance(a.logits, b.logits.to(a.logits.device), distance)
+        mask = (a.targets != IGNORE_INDEX).to(d.device)
+        total += float(d[mask].double().sum())
+        count += int(mask.sum())
+    if count == 0:
+        raise ValueError("logit_shift: blocks contain no scored tokens")
+    return total / count

@@ -1,0 +1,38 @@
+"""QUAIL: any base method + gamma * a logits-space hinge on forget tokens.
+
+Our reading of arXiv 2601.15538 (its full text was not available): for each forget
+token, the unlearned model's logits must differ from the frozen original's by at
+least a margin m (half the quantization step), so the difference survives
+quantization. total = base loss + gamma * mean(max(0, m - d(z_theta, z_0))).
+"""
+from __future__ import annotations
+
+from quail_repro import losses
+from quail_repro.errors import ConfigError
+from quail_repro.methods.base import Outputs, UnlearningMethod
+
+
+class Quail(UnlearningMethod):
+    reference_on_forget = True
+
+    def __init__(self, base: UnlearningMethod, gamma: float, margin: float, distance: str = "l2"):
+        if not isinstance(margin, (int, float)):
+            raise ConfigError(f"method.hinge.margin={margin!r}: a number, or auto (resolved by the pipeline)")
+        super().__init__(base.alpha)
+        self.base, self.gamma, self.margin, self.distance = base, float(gamma), float(margin), distance
+        self.reference_on_retain = base.reference_on_retain
+        if distance not in losses.DISTANCES:  # fail before training, not at the first step
+            raise ConfigError(f"method.hinge.distance={distance!r}: choose one of {losses.DISTANCES}")
+
+    @property
+    def uses_retain(self) -> bool:
+        return self.base.uses_retain
+
+    def loss(self, forget: tuple[Outputs, Outputs | None],
+             retain: tuple[Outputs, Outputs | None] | None):
+        total, parts = self.base.loss(forget, retain)
+        cur, ref = forget
+        hinge = losses.logit_hinge(cur.logits, ref.logits, cur.targets, self.margin, self.distance)
+        total = total + self.gamma * hinge
+        parts.update(hinge=hinge.item(), total=total.item())
+        return total, parts

@@ -1,0 +1,182 @@
+"""Bucket analysis, logit distances and plots on hand-made weights and a tiny random Llama."""
+import copy
+import math
+
+import pytest
+import torch
+
+from quail_repro.analysis import (
+    bucket_analysis,
+    dw_over_step,
+    layer_names_for,
+    logit_distance,
+    logit_shift,
+    plot_dw_histogram,
+    plot_overlap_per_layer,
+    quantizer_codes,
+)
+from quail_repro.errors import ConfigError
+from quail_repro.quant import RTN, BitsAndBytes, FullPrecision, bnb_4bit_codes, bnb_int8_codes, rtn_codes
+
+RTN4 = RTN(name="rtn_int4", bits=4, group_size=32, symmetric=False)
+NF4 = BitsAndBytes(name="bnb_nf4", bits=4, quant_type="nf4", compute_dtype="float32", double_quant=False, blocksize=64)
+FP4 = BitsAndBytes(name="bnb_fp4", bits=4, quant_type="fp4", compute_dtype="float32", double_quant=False, blocksize=64)
+INT8 = BitsAndBytes(name="bnb_int8", bits=8, int8_threshold=6.0)
+
+
+def _randn(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 0.02
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def test_layer_names_are_the_quantized_linears(tiny):
+    names = layer_names_for(tiny)
+    assert len(names) == 2 * 7 and all(n.endswith(".weight") for n in names)
+    assert "lm_head.weight" not in names and "model.layers.0.mlp.down_proj.weight" in names
+
+
+@pytest.mark.parametrize("quantizer", [RTN4, NF4, INT8], ids=lambda q: q.name)
+def test_identical_models_overlap_fully(tiny, quantizer):
+    state = tiny.state_dict()
+    out = bucket_analysis(state, {k: v.clone() for k, v in state.items()}, layer_names_for(tiny), quantizer)
+    assert out["bucket_overlap"] == 1.0 and out["value_overlap"] == 1.0 and out["frac_below_half_step"] == 1.0
+    assert out["median_abs_dw"] == out["mean_abs_dw"] == out["p99_abs_dw"] == out["max_abs_dw"] == 0.0
+    assert out["n_weights"] == sum(state[n].numel() for n in layer_names_for(tiny)) and out["median_step"] > 0
+    assert all(v["bucket_overlap"] == 1.0 for v in out["per_layer"].values())
+
+
+def test_rtn_step_of_a_known_group():
+    w = torch.tensor([[-0.5, -0.2, 0.0, 0.13, 0.3, 0.47, 0.8, 1.0]])
+    _, step = quantizer_codes(RTN(name="r", bits=4, group_size=8, symmetric=False), w)
+    assert torch.allclose(step, torch.full((1, 8), 1.5 / 15))  # (max - min) / (2^4 - 1)
+    _, step = quantizer_codes(RTN(name="r", bits=4, group_size=8, symmetric=True), w)
+    assert torch.allclose(step, torch.full((1, 8), 1.0 / 7))  # max|w| / (2^3 - 1)
+
+
+def test_rtn_hand_made_moves():
+    """k weights cross a boundary, j move 0.9 step inside their bucket, m move < step/4."""
+    g, bits = RTN4.group_size, RTN4.bits
+    w0 = _randn(8, 64)
+    codes, scale, zero = rtn_codes(w0, bits, g, False)
+    grid = lambda r, col, c: float((c - zero[r, col // g]) * scale[r, col // g])  # centre of bucket c
+    group = w0.view(8, -1, g)
+    extremes = set()
+    for r in range(8):  # never move a group's min or max (the step would change)
+        for col_group in range(w0.shape[1] // g):
+            for idx in (group[r, col_group].argmin(), group[r, col_group].argmax()):
+                extremes.add((r, col_group * g + int(idx)))
+    cmax = codes.max().item()
+    free = [(r, c) for r in range(8) for c in range(64) if (r, c) not in extremes and 1 <= codes[r, c] <= cmax - 2]
+    cross, wide, small = free[:5], free[5:8], free[8:20]
+    w1 = w0.clone()
+    for r, c in cross:  # into the next bucket, 0.25 step past its centre: |dw| >= 0.75 step
+        w1[r, c] = grid(r, c, int(codes[r, c]) + 1.25)
+    for r, c in wide:  # from near the bottom edge to near the top edge of the same bucket
+        w0[r, c] = grid(r, c, int(codes[r, c]) - 0.45)
+        w1[r, c] = grid(r, c, int(codes[r, c]) + 0.45)
+    for r, c in small:  # half way to the bucket centre: stays inside, |dw| <= step/4
+        w1[r, c] = 0.5 * (w0[r, c] + grid(r, c, int(codes[r, c])))
+    assert torch.equal(rtn_codes(w0, bits, g, False)[0], codes)  # the edits kept the target's codes
+    n, k = w0.numel(), len(cross)
+    out = bucket_analysis({"a": w0, "b": w0}, {"a": w1, "b": w0.clone()}, ["a", "b"], RTN4)
+    assert out["per_layer"]["a"]["bucket_overlap"] == 1 - k / n
+    assert out["per_layer"]["a"]["frac_below_half_step"] == 1 - (k + len(wide)) / n
+    assert out["per_layer"]["b"] == {"bucket_overlap": 1.0, "median_abs_dw": 0.0, "frac_below_half_step": 1.0}
+    assert out["bucket_overlap"] == 1 - k / (2 * n) and out["value_overlap"] == out["bucket_overlap"]
+    assert out["frac_below_half_step"] == 1 - (k + len(wide)) / (2 * n)
+    assert out["max_abs_dw"] == pytest.approx((w1 - w0).abs().max().item())
+    ratios = dw_over_step({"a": w0}, {"a": w1}, ["a"], RTN4)
+    assert ratios.shape == (n,) and ratios.dtype == torch.float32
+    assert int((ratios >= 0.5).sum()) == k + len(wide) and ratios.max() < 2
+
+
+@pytest.mark.parametrize("quantizer", [NF4, FP4], ids=lambda q: q.name)
+def test_bnb_4bit_one_weight_moved(quantizer):
+    from quail_repro.quant import bnb_4bit_code_table
+
+    w0 = _randn(4, 128, seed=1)
+    codes, absmax = bnb_4bit_codes(w0, quant_type=quantizer.quant_type, blocksize=64)
+    table = bnb_4bit_code_table(quantizer.quant_type)
+    old = int(codes[0, 1])
+    new = next(c for c in range(16) if 0.05 < abs(table[c]) < 1 and abs(table[c] - table[old]) > 0.05)
+    w1 = w0.clone()
+    w1[0, 1] = table[new] * absmax[0]  # onto another code's value; not the block's absmax element
+    out = bucket_analysis({"w": w0}, {"w": w1}, ["w"], quantizer)
+    assert out["bucket_overlap"] == 1 - 1 / w0.numel()
+    _, step = quantizer_codes(quantizer, w0)
+    spacing = 2 / 15 if quantizer.quant_type == "nf4" else 2 / 14  # distinct levels over [-1, 1]
+    assert torch.allclose(step[0, :64], absmax[0] * spacing) and torch.allclose(step[0, 64:], absmax[1] * spacing)
+
+
+def test_fp4_signed_zeros_count_as_the_same_bucket():
+    w0 = _randn(1, 64, seed=2)
+    w1 = w0.clone()
+    w0[0, 5], w1[0, 5] = 1e-7, -1e-7  # both quantize to 0, through FP4's +0 and -0 codes
+    raw0 = bnb_4bit_codes(w0, quant_type="fp4", blocksize=64)[0]
+    raw1 = bnb_4bit_codes(w1, quant_type="fp4", blocksize=64)[0]
+    assert raw0[0, 5] != raw1[0, 5]
+    assert bucket_analysis({"w": w0}, {"w": w1}, ["w"], FP4)["bucket_overlap"] == 1.0
+
+
+def test_bnb_int8_one_weight_moved():
+    w0 = _randn(4, 64, seed=3)
+    codes, row_absmax = bnb_int8_codes(w0)
+    step = row_absmax[0].item() / 127
+    w0[0, 1] = 10 * step
+    w1 = w0.clone()
+    w1[0, 1] = 12 * step
+    out = bucket_analysis({"w": w0}, {"w": w1}, ["w"], INT8)
+    assert out["bucket_overlap"] == 1 - 1 / w0.numel()
+    middle = row_absmax.sort().values[1:3]  # 4 rows of 64 equal steps: the median averages rows 2 and 3
+    assert out["median_step"] == pytest.approx(middle.mean().item() / 127, rel=1e-6)
+
+
+def test_full_precision_has_no_buckets():
+    with pytest.raises(ConfigError, match="RTN or BitsAndBytes"):
+        quantizer_codes(FullPrecision(), torch.zeros(2, 8))
+
+
+def test_logit_distance_kinds():
+    z, z0 = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 0.0, 3.0]])
+    assert logit_distance(z, z0, "l2").tolist() == [2.0]
+    assert logit_distance(z, z0, "linf").tolist() == [2.0]
+    assert logit_distance(z, z0, "mean_abs").item() == pytest.approx(2 / 3)
+    # centred: [-1, 0, 1] - [-1/3, -4/3, 5/3] = [-2/3, 4/3, -2/3]
+    assert logit_distance(z, z0, "centred_l2").item() == pytest.approx(math.sqrt(24 / 9))
+    assert logit_distance(z, z + 5, "centred_l2").item() == pytest.approx(0, abs=1e-6)
+    assert logit_distance(z, z + 5, "l2").item() == pytest.approx(5 * math.sqrt(3))
+    assert logit_distance(torch.zeros(2, 4, 7), torch.ones(2, 4, 7), "linf").shape == (2, 4)
+    with pytest.raises(ConfigError, match="centred_l2"):
+        logit_distance(z, z0, "cosine")
+
+
+def test_logit_shift(tiny):
+    blocks = torch.randint(0, 128, (3, 10), generator=torch.Generator().manual_seed(0))
+    blocks[2, 6:] = -100
+    assert logit_shift(tiny, tiny, blocks) == 0.0
+    other = copy.deepcopy(tiny)
+    with torch.no_grad():
+        other.model.layers[0].mlp.down_proj.weight.add_(0.05)
+    assert logit_shift(tiny, other, blocks, batch_size=2) > 0
+    assert logit_shift(tiny, other, blocks, distance="linf") > 0
+    with pytest.raises(ConfigError):
+        logit_shift(tiny, other, blocks, distance="kl")
+
+
+def test_plots_write_png(tmp_path):
+    ratios = {"ga": torch.rand(1000) * 2, "npo": torch.cat([torch.zeros(10), torch.rand(100) * 1e-3])}
+    path = plot_dw_histogram(ratios, tmp_path / "hist.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    per_layer = {q: {f"model.layers.{i}.mlp.up_proj.weight": {"bucket_overlap": 0.9 + i / 100} for i in range(4)}
+                 for q in ("rtn_int4", "bnb_nf4")}
+    path = plot_overlap_per_layer(per_layer, tmp_path / "overlap.png")
+    assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 1000
