@@ -106,9 +106,9 @@ class Pipeline:
         self.refs = recipe.prepare(self.corpus, self.corpus_key, self.cache, self.device)
         return self.refs
 
-    def load(self, ref: ModelRef, quantizer=None):
+    def load(self, ref: ModelRef, quantizer=None, dtype: torch.dtype | None = None):
         quantizer = quantizer or FullPrecision()
-        model = quantizer.load(ref.path, dtype=self.dtype, device=self.device)
+        model = quantizer.load(ref.path, dtype=dtype or self.dtype, device=self.device)
         return model.eval(), AutoTokenizer.from_pretrained(ref.tokenizer)
 
     def auc_retrain(self) -> float:
@@ -134,10 +134,14 @@ class Pipeline:
         target = self.refs["target"]
         spec = {"target": target.key, "corpus": self.corpus_key, "method": m, "device_kind": self.device.split(":")[0]}
 
+        # the precision the weights live in while unlearning (the model's own dtype for
+        # "native"; fp32 otherwise, with bf16 rounding after each step when emulated)
+        train_dtype = self.dtype if m.param_dtype == "native" else torch.float32
+
         def build(d: Path):
-            model, tok = self.load(target)
+            model, tok = self.load(target, dtype=train_dtype)
             method, extra = self.method(model)
-            reference, _ = self.load(target)
+            reference, _ = self.load(target, dtype=train_dtype)
             reference.requires_grad_(False)
             forget = pack_texts(tok, self.corpus.raw[m.forget_split], m.max_length)
             retain = pack_texts(tok, self.corpus.raw[m.retain_split], m.max_length) if method.uses_retain else None
