@@ -134,13 +134,16 @@ def bucket_analysis(
     |dw| is the update as stored (float32 difference); codes are taken after casting to
     ``dtype`` when given (see quantizer_codes). Returns bucket_overlap, value_overlap,
     median/mean/p99/max_abs_dw, frac_below_half_step (|dw| < target Delta / 2),
-    median_step, n_weights and per_layer {name: {bucket_overlap, median_abs_dw,
-    frac_below_half_step}}.
+    median_step, n_weights, the update transfer (transfer_coef, transfer_cos: of the
+    quantized update Q(w1) - Q(w0) onto dw, overall and ``_flipped``: only the weights
+    whose code changed) and per_layer {name: {bucket_overlap, median_abs_dw,
+    frac_below_half_step, transfer_coef, transfer_cos}}.
     """
     if not layer_names:
         raise ValueError("bucket_analysis: no layers to analyse")
     per_layer, all_dw, all_step = {}, [], []
     n = same_code = same_value = below = 0
+    overall, flipped = _Transfer(), _Transfer()
     for name in layer_names:
         w0, w1 = _pair(target_state, unlearned_state, name)
         c0, v0, step = _quantize(quantizer, w0, dtype)
@@ -149,10 +152,16 @@ def bucket_analysis(
         step = step.flatten().float().cpu()
         k_code, k_value = int((c0 == c1).sum()), int((v0 == v1).sum())
         k_below = int((dw < step / 2).sum())
+        d, q = (w1.float() - w0.float()).flatten(), (v1 - v0).flatten().to(w0.device)
+        layer = _Transfer().add(d, q)
+        overall.add(d, q)
+        flip = (c0 != c1).flatten()
+        flipped.add(d[flip], q[flip])
         per_layer[name] = {
             "bucket_overlap": k_code / dw.numel(),
             "median_abs_dw": float(np.median(dw.numpy())),
             "frac_below_half_step": k_below / dw.numel(),
+            **layer.summary(),
         }
         n, same_code, same_value, below = n + dw.numel(), same_code + k_code, same_value + k_value, below + k_below
         all_dw.append(dw)
@@ -169,8 +178,34 @@ def bucket_analysis(
         "frac_below_half_step": below / n,
         "median_step": float(np.median(torch.cat(all_step).numpy())),
         "n_weights": n,
+        **overall.summary(),
+        **{f"{k}_flipped": v for k, v in flipped.summary().items()},
         "per_layer": per_layer,
     }
+
+
+class _Transfer:
+    """How much of the full-precision update d survives as the quantized update q.
+
+    coefficient <q, d> / <d, d> (1: quantization carries the update on average, as
+    unbiased rounding would; 0: the quantized models are equal) and cosine(q, d).
+    None where undefined (no update, or no quantized change for the cosine).
+    """
+
+    def __init__(self):
+        self.qd = self.dd = self.qq = 0.0
+
+    def add(self, d: Tensor, q: Tensor) -> "_Transfer":
+        d, q = d.double(), q.double()
+        self.qd += float((q * d).sum())
+        self.dd += float((d * d).sum())
+        self.qq += float((q * q).sum())
+        return self
+
+    def summary(self) -> dict[str, float | None]:
+        coef = self.qd / self.dd if self.dd > 0 else None
+        cos = self.qd / (self.qq * self.dd) ** 0.5 if self.dd > 0 and self.qq > 0 else None
+        return {"transfer_coef": coef, "transfer_cos": cos}
 
 
 def dw_over_step(

@@ -90,7 +90,8 @@ def test_rtn_hand_made_moves():
     out = bucket_analysis({"a": w0, "b": w0}, {"a": w1, "b": w0.clone()}, ["a", "b"], RTN4)
     assert out["per_layer"]["a"]["bucket_overlap"] == 1 - k / n
     assert out["per_layer"]["a"]["frac_below_half_step"] == 1 - (k + len(wide)) / n
-    assert out["per_layer"]["b"] == {"bucket_overlap": 1.0, "median_abs_dw": 0.0, "frac_below_half_step": 1.0}
+    assert out["per_layer"]["b"] == {"bucket_overlap": 1.0, "median_abs_dw": 0.0, "frac_below_half_step": 1.0,
+                                     "transfer_coef": None, "transfer_cos": None}  # no update: undefined
     assert out["bucket_overlap"] == 1 - k / (2 * n) and out["value_overlap"] == out["bucket_overlap"]
     assert out["frac_below_half_step"] == 1 - (k + len(wide)) / (2 * n)
     assert out["max_abs_dw"] == pytest.approx((w1 - w0).abs().max().item())
@@ -180,3 +181,42 @@ def test_plots_write_png(tmp_path):
                  for q in ("rtn_int4", "bnb_nf4")}
     path = plot_overlap_per_layer(per_layer, tmp_path / "overlap.png")
     assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 1000
+
+
+# -- update transfer (how much of dw survives quantization) ------------------------------
+
+def _rtn4_pair(moves: dict[int, float]):
+    """One 1x8 group with min -0.3, max 1.2 (asymmetric 4-bit step 0.1, zero point 3), and
+    a copy with the given weights moved; the ends stay put, so the grid does not change."""
+    w0 = torch.tensor([[-0.3, 0.0, 0.1, 0.2, 0.4, 0.6, 0.9, 1.2]])
+    w1 = w0.clone()
+    for i, delta in moves.items():
+        w1[0, i] += delta
+    return {"l.weight": w0}, {"l.weight": w1}
+
+
+def test_transfer_is_one_for_a_grid_aligned_update():
+    t, u = _rtn4_pair({2: 0.1, 4: -0.2})  # whole steps: the quantized update equals dw
+    stats = bucket_analysis(t, u, ["l.weight"], RTN(name="rtn_int4", bits=4, group_size=8, symmetric=False))
+    assert stats["transfer_coef"] == pytest.approx(1.0, abs=1e-5)
+    assert stats["transfer_cos"] == pytest.approx(1.0, abs=1e-5)
+    assert stats["transfer_coef_flipped"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_transfer_is_zero_when_no_code_flips():
+    t, u = _rtn4_pair({2: 0.01, 4: -0.02})  # inside their buckets
+    stats = bucket_analysis(t, u, ["l.weight"], RTN(name="rtn_int4", bits=4, group_size=8, symmetric=False))
+    assert stats["bucket_overlap"] == 1.0
+    assert stats["transfer_coef"] == 0.0
+    assert stats["transfer_cos"] is None            # no quantized change: the cosine is undefined
+    assert stats["transfer_coef_flipped"] is None   # and nothing flipped
+
+
+def test_transfer_of_one_flip_by_hand():
+    # weight 2 (0.1, code 4) moves +0.06 to 0.16: rounds to 0.2, a quantized change of 0.1;
+    # weight 4 (0.4) moves +0.02: stays. <q,d> = 0.1*0.06, <d,d> = 0.06^2 + 0.02^2
+    t, u = _rtn4_pair({2: 0.06, 4: 0.02})
+    stats = bucket_analysis(t, u, ["l.weight"], RTN(name="rtn_int4", bits=4, group_size=8, symmetric=False))
+    assert stats["transfer_coef"] == pytest.approx(0.1 * 0.06 / (0.06**2 + 0.02**2), rel=1e-4)
+    assert stats["transfer_coef_flipped"] == pytest.approx(0.1 / 0.06, rel=1e-4)
+    assert stats["per_layer"]["l.weight"]["transfer_coef"] == pytest.approx(stats["transfer_coef"])
