@@ -285,20 +285,24 @@ def plot_overlap_per_layer(per_layer: dict[str, dict[str, dict]], path) -> Path:
 
 
 @torch.no_grad()
-def logit_shift(model_a, model_b, blocks: Tensor, *, distance: str = "l2", batch_size: int = 8) -> float:
-    """Mean over forget tokens of logit_distance between two causal LMs' logits.
+def logit_shifts(model_a, model_b, blocks: Tensor, kinds: tuple[str, ...] = ("l2",),
+                 batch_size: int = 8) -> dict[str, float]:
+    """Mean over forget tokens of each logit_distance kind between two causal LMs.
 
-    ``blocks``: [n, seq_len] token ids with -100 padding (train.pack). A "forget token"
-    is a position whose next token is not padding (the positions the loss scores).
+    ``model_b`` is the reference (for ``kl``: KL(p_b || p_a)). ``blocks``: [n, seq_len]
+    token ids with -100 padding (train.pack). A "forget token" is a position whose next
+    token is not padding (the positions the loss scores). One forward pass per batch
+    serves every kind.
     """
-    total, count = 0.0, 0
+    totals, count = dict.fromkeys(kinds, 0.0), 0
     for i in range(0, len(blocks), batch_size):
         a, b = (causal_outputs(m, _batch(blocks[i:i + batch_size], next(m.parameters()).device))
                 for m in (model_a, model_b))
-        d = logit_distance(a.logits, b.logits.to(a.logits.device), distance)
-        mask = (a.targets != IGNORE_INDEX).to(d.device)
-        total += float(d[mask].double().sum())
+        mask = a.targets != IGNORE_INDEX
+        for kind in kinds:
+            d = logit_distance(a.logits, b.logits.to(a.logits.device), kind)
+            totals[kind] += float(d[mask.to(d.device)].double().sum())
         count += int(mask.sum())
     if count == 0:
-        raise ValueError("logit_shift: blocks contain no scored tokens")
-    return total / count
+        raise ValueError("logit_shifts: blocks contain no scored tokens")
+    return {kind: total / count for kind, total in totals.items()}

@@ -46,10 +46,14 @@ def kl_divergence(ref_logits: torch.Tensor, logits: torch.Tensor, targets: torch
     which is not a divergence (science.md, "known defects").
     """
     mask = targets != IGNORE_INDEX
+    return (token_kl(ref_logits, logits) * mask).sum() / mask.sum().clamp_min(1)
+
+
+def token_kl(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Per-position KL(p_ref || p_model) over the vocabulary, in fp32."""
     ref_logp = torch.log_softmax(ref_logits.float(), dim=-1)
     logp = torch.log_softmax(logits.float(), dim=-1)
-    per_token = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
-    return (per_token * mask).sum() / mask.sum().clamp_min(1)
+    return (ref_logp.exp() * (ref_logp - logp)).sum(-1)
 
 
 def npo_loss(logprob: torch.Tensor, ref_logprob: torch.Tensor, beta: float) -> torch.Tensor:
@@ -63,7 +67,7 @@ def npo_loss(logprob: torch.Tensor, ref_logprob: torch.Tensor, beta: float) -> t
     return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()
 
 
-DISTANCES = ("l2", "linf", "mean_abs", "centred_l2")
+DISTANCES = ("l2", "linf", "mean_abs", "centred_l2", "kl")
 
 
 def logit_distance(logits: torch.Tensor, ref_logits: torch.Tensor, kind: str) -> torch.Tensor:
@@ -71,7 +75,10 @@ def logit_distance(logits: torch.Tensor, ref_logits: torch.Tensor, kind: str) ->
 
     ``centred_l2`` removes each side's mean over the vocabulary first: a uniform
     offset of all logits changes no probability, so it should count as no change.
+    ``kl`` is KL(p_ref || p) of the next-token distributions: a margin in probability space.
     """
+    if kind == "kl":
+        return token_kl(ref_logits, logits)
     diff = logits.float() - ref_logits.float()
     if kind == "l2":
         return diff.norm(dim=-1)

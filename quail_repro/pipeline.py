@@ -20,9 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer
 
 from quail_repro import CONF_DIR
-from quail_repro.analysis import (bucket_analysis, dw_over_step, layer_names_for, logit_shift,
+from quail_repro.analysis import (bucket_analysis, dw_over_step, layer_names_for, logit_shifts,
                                   plot_dw_histogram, plot_overlap_per_layer, quantizer_codes)
-from quail_repro.cache import Cache, to_plain
+from quail_repro.cache import Cache
 from quail_repro.data.muse import load_muse
 from quail_repro.errors import ConfigError, Diverged, QuailError
 from quail_repro.eval.muse_eval import evaluate_muse, privleak_auc_of
@@ -204,11 +204,14 @@ class Pipeline:
             stats = bucket_analysis(t_state, u_state, names, quantizer, dtype=self.dtype)
             torch.save(dw_over_step(t_state, u_state, names, quantizer, dtype=self.dtype), d / "dw_over_step.pt")
             blocks = pack_texts(tok, self.corpus.raw["forget"], a.max_length)[: a.max_blocks].to(self.device)
-            stats["logit_shift_full"] = logit_shift(u_model, t_model, blocks, distance=a.distance)
+            kinds = (a.distance, "kl")
+            full = logit_shifts(u_model, t_model, blocks, kinds)
+            stats["logit_shift_full"], stats["kl_full"] = full[a.distance], full["kl"]
             del t_model, u_model
             qt, _ = self.load(target, quantizer)
             qu, _ = self.load(subject, quantizer)
-            stats["logit_shift_quant"] = logit_shift(qu, qt, blocks, distance=a.distance)
+            quant = logit_shifts(qu, qt, blocks, kinds)
+            stats["logit_shift_quant"], stats["kl_quant"] = quant[a.distance], quant["kl"]
             stats["logit_distance"] = a.distance
             _json(d / "analysis.json", stats)
 

@@ -10,7 +10,7 @@ from quail_repro.analysis import (
     dw_over_step,
     layer_names_for,
     logit_distance,
-    logit_shift,
+    logit_shifts,
     plot_dw_histogram,
     plot_overlap_per_layer,
     quantizer_codes,
@@ -163,14 +163,15 @@ def test_logit_distance_kinds():
 def test_logit_shift(tiny):
     blocks = torch.randint(0, 128, (3, 10), generator=torch.Generator().manual_seed(0))
     blocks[2, 6:] = -100
-    assert logit_shift(tiny, tiny, blocks) == 0.0
+    assert logit_shifts(tiny, tiny, blocks, ("l2", "kl")) == {"l2": 0.0, "kl": 0.0}
     other = copy.deepcopy(tiny)
     with torch.no_grad():
         other.model.layers[0].mlp.down_proj.weight.add_(0.05)
-    assert logit_shift(tiny, other, blocks, batch_size=2) > 0
-    assert logit_shift(tiny, other, blocks, distance="linf") > 0
+    two_at_a_time = logit_shifts(tiny, other, blocks, ("l2", "linf", "kl"), batch_size=2)
+    assert all(v > 0 for v in two_at_a_time.values())
+    assert logit_shifts(tiny, other, blocks, ("l2",))["l2"] == pytest.approx(two_at_a_time["l2"])
     with pytest.raises(ConfigError):
-        logit_shift(tiny, other, blocks, distance="kl")
+        logit_shifts(tiny, other, blocks, ("cosine",))
 
 
 def test_plots_write_png(tmp_path):

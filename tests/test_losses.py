@@ -135,6 +135,10 @@ def test_logit_distances_by_hand():
     offset = z0 + 2.0  # a uniform shift changes no probability
     assert losses.logit_distance(offset, z0, "l2").item() == pytest.approx(4.0)
     assert losses.logit_distance(offset, z0, "centred_l2").item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.logit_distance(offset, z0, "kl").item() == pytest.approx(0.0, abs=1e-6)
+    # p_ref = (0.5, 0.5), p = (0.75, 0.25): KL(p_ref || p) by hand
+    kl = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    assert losses.logit_distance(two_class(-LN3), two_class(0.0), "kl").item() == pytest.approx(kl)
 
 
 def test_unknown_distance_is_a_config_error():

@@ -53,6 +53,8 @@ def test_analysis_per_quantized_precision_with_figures(toy_run):
         assert 0.0 <= stats["frac_below_half_step"] <= 1.0
         assert stats["median_abs_dw"] > 0 and stats["logit_shift_full"] > 0
         assert stats["logit_shift_quant"] >= 0 and stats["per_layer"]
+        assert stats["kl_full"] > 0 and stats["kl_quant"] >= 0
+        assert stats["transfer_coef"] is not None
     for fig in ("dw_over_step_hist.png", "bucket_overlap_per_layer.png"):
         assert (run_dir / fig).stat().st_size > 1000
 
