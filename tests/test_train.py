@@ -1,0 +1,46 @@
+"""Training-loop pieces: packing, bf16 weight emulation, divergence checks."""
+import math
+
+import pytest
+import torch
+
+from quail_repro.errors import Diverged
+from quail_repro.train import _check_finite, pack, round_params_to_bf16
+
+
+def test_pack_joins_documents_and_pads_the_tail():
+    blocks = pack([[1, 2, 9], [3, 9]], seq_len=2)
+    assert blocks.tolist() == [[1, 2], [9, 3], [9, -100]]
+
+
+def test_pack_with_a_seed_shuffles_documents_not_tokens():
+    docs = [[i, i, 9] for i in range(1, 7)]
+    shuffled = pack(docs, seq_len=3, seed=1).tolist()
+    assert sorted(shuffled) == sorted(d for d in docs) and shuffled != docs
+    assert pack(docs, seq_len=3, seed=1).tolist() == shuffled  # deterministic
+
+
+def test_bf16_emulation_keeps_representable_weights_and_rounds_others_like_torch():
+    layer = torch.nn.Linear(4, 1, bias=False)
+    exact = torch.tensor([1.0, 0.5, -2.0, 3.0])          # representable in bf16
+    odd = torch.tensor([1.0 + 2**-10, 0.1, -1 / 3, 1e-3])  # not representable
+    for values in (exact, odd):
+        with torch.no_grad():
+            layer.weight.copy_(values.view(1, 4))
+        round_params_to_bf16(layer)
+        expected = values.to(torch.bfloat16).to(torch.float32)
+        assert torch.equal(layer.weight.detach().view(4), expected)
+    assert torch.equal(exact.to(torch.bfloat16).float(), exact)
+    assert not torch.equal(odd.to(torch.bfloat16).float(), odd)
+
+
+@pytest.mark.parametrize("value,bound,reason", [(math.nan, None, "not finite"), (math.inf, None, "not finite"),
+                                                (-50.0, 10.0, "max_abs_loss")])
+def test_divergence_is_detected(value, bound, reason):
+    with pytest.raises(Diverged, match=reason) as err:
+        _check_finite(7, torch.tensor(value), bound)
+    assert err.value.step == 7
+
+
+def test_a_bounded_finite_loss_passes():
+    _check_finite(0, torch.tensor(-5.0), 10.0)
