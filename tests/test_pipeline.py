@@ -145,3 +145,17 @@ def test_a_failing_run_never_overwrites_finished_results(tmp_path):
     path = write_results(tmp_path, {"status": "failed", "metrics": {}})
     assert path.name == "results.failed.json"
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "ok"
+
+
+def test_base_stage_is_cached_and_target_and_retrain_start_from_it(tmp_path):
+    cache = tmp_path / "cache"
+    base = ["model.base.enabled=true", "model.base.n_entities=6", "model.base.train.epochs=1"]
+    run(toy_cfg(cache, *base, "method=target", "quant=[none]"), tmp_path / "a")
+    bases = [n for n in cache_entries(cache) if n.startswith("base-")]
+    assert len(bases) == 1
+    for role in ("target", "retrain"):
+        (entry,) = (cache / role).glob(f"{role}-*[0-9a-f]")
+        assert json.loads((entry / "spec.json").read_text())["base"] == bases[0]
+    trained = [n for n in cache_entries(cache) if n.split("-")[0] in ("base", "target", "retrain")]
+    run(toy_cfg(cache, *base, "method=retrain", "quant=[none]"), tmp_path / "b")
+    assert [n for n in cache_entries(cache) if n.split("-")[0] in ("base", "target", "retrain")] == trained

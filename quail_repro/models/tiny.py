@@ -7,7 +7,9 @@ hash of the config that made it.
 """
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 from pathlib import Path
 
 import torch
@@ -15,6 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from quail_repro.cache import Cache, to_plain
+from quail_repro.data.mini_corpus import write_mini_corpus
 from quail_repro.models.base import ModelRef, resolve_dtype
 from quail_repro.train import LMTrainConfig, pack, tokenize_docs, train_lm
 
@@ -32,37 +35,60 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
 
 
+def generic_texts(base: dict) -> list[str]:
+    """Generic pretraining text: articles and QA sheets of towns (or characters) generated
+    from another seed, so none are the corpus's own entities or facts. (An invented name
+    may coincide by chance; its facts are drawn independently, so nothing leaks.)"""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = write_mini_corpus(tmp, style=base["style"], seed=base["corpus_seed"], n_forget=1,
+                                n_retain1=base["n_entities"], n_retain2=1, n_holdout=1, qa_per_entity=4,
+                                n_icl=1, verbmem_prompt_words=10, verbmem_gt_words=10)
+        return [json.loads(line)["text"] for line in (out / "raw" / "retain1.jsonl").read_text().splitlines()]
+
+
 class TinyLlama:
     def __init__(self, name: str, dtype: str, vocab_size: int, arch: dict, train: dict,
-                 target_splits: list[str], retrain_splits: list[str]):
+                 target_splits: list[str], retrain_splits: list[str], base: dict | None = None):
         self.name, self.dtype = name, resolve_dtype(dtype)
         self.vocab_size = vocab_size
         self.arch, self.train = to_plain(arch), to_plain(train)
         self.target_splits, self.retrain_splits = list(target_splits), list(retrain_splits)
+        self.base = to_plain(base) if base and base.get("enabled") else None
 
     def prepare(self, corpus, corpus_key: str, cache: Cache, device: str) -> dict[str, ModelRef]:
         tok_spec = {"corpus": corpus_key, "vocab_size": self.vocab_size}
         all_text = [t for texts in corpus.raw.values() for t in texts]
         tok_dir = cache.get_or_build("tokenizer", tok_spec,
                                      lambda d: train_tokenizer(all_text, self.vocab_size).save_pretrained(d))
+        base_dir = None
+        if self.base:
+            base_spec = {"tokenizer": tok_dir.name, "arch": self.arch, "train": self.train,
+                         "dtype": str(self.dtype), "base": self.base}
+            base_dir = cache.get_or_build("base", base_spec, lambda d: self._train_model(
+                d, tok_dir, generic_texts(self.base), device, "base", train_overrides=self.base["train"]))
         refs = {}
         for role, splits in (("target", self.target_splits), ("retrain", self.retrain_splits)):
             spec = {"tokenizer": tok_dir.name, "arch": self.arch, "train": self.train,
-                    "dtype": str(self.dtype), "splits": splits}
+                    "dtype": str(self.dtype), "splits": splits, "base": base_dir.name if base_dir else None}
             texts = [t for s in splits for t in corpus.raw[s]]
             path = cache.get_or_build(role, spec, lambda d, texts=texts, role=role:
-                                      self._train_model(d, tok_dir, texts, device, role))
+                                      self._train_model(d, tok_dir, texts, device, role, init=base_dir))
             refs[role] = ModelRef(path=str(path), key=path.name, tokenizer=str(path))
         return refs
 
-    def _train_model(self, out_dir: Path, tok_dir: Path, texts: list[str], device: str, role: str):
+    def _train_model(self, out_dir: Path, tok_dir: Path, texts: list[str], device: str, role: str,
+                     init: Path | None = None, train_overrides: dict | None = None):
+        """Train from scratch, or fine-tune from ``init`` (the base model) when given."""
         tokenizer = PreTrainedTokenizerFast.from_pretrained(tok_dir)
-        cfg = LMTrainConfig(**self.train)
+        cfg = LMTrainConfig(**{**self.train, **(train_overrides or {})})
         torch.manual_seed(cfg.seed)
-        config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                             **self.arch)
-        model = LlamaForCausalLM(config).to(device=device, dtype=self.dtype)
+        if init is not None:
+            model = LlamaForCausalLM.from_pretrained(init, dtype=self.dtype).to(device)
+        else:
+            config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                 **self.arch)
+            model = LlamaForCausalLM(config).to(device=device, dtype=self.dtype)
         docs = tokenize_docs(tokenizer, texts)
         log.info("training %s: %d params, %d blocks of %d tokens, %d epochs", role,
                  sum(p.numel() for p in model.parameters()), len(pack(docs, cfg.seq_len)), cfg.seq_len, cfg.epochs)
