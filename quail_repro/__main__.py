@@ -25,12 +25,18 @@ def main(cfg: DictConfig) -> None:
     from quail_repro.pipeline import run
 
     hc = HydraConfig.get()
+    sweep = hc.mode.name == "MULTIRUN"
     try:
-        run(cfg, hc.runtime.output_dir)
+        run(cfg, hc.runtime.output_dir)  # records any failure in results.json before raising
     except QuailError as err:
         log.error("%s: %s", type(err).__name__, err)
-        if hc.mode.name != "MULTIRUN":  # a sweep records the failure and goes on
+        if not sweep:
             sys.exit(1)
+    except Exception:
+        if not sweep:
+            raise
+        # a sweep goes on: this job's failure is in its results.json and in the table
+        log.exception("job %s failed", hc.job.num)
 
 
 if __name__ == "__main__":

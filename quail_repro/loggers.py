@@ -1,18 +1,160 @@
 """Where a run's config, per-stage metrics and results go besides results.json.
 
-``logger=none`` uses NullLogger; experiment trackers implement the same three calls.
+``logger=none`` uses NullLogger; ``logger=wandb`` (the default) WandbLogger. Both have the
+same calls: start, log_metrics, log_table, log_images, log_artifact, finish.
+
+Metric names are ``STAGE/PRECISION/NAME`` (``eval/bnb_nf4/knowmem_f``,
+``analysis/rtn_int4/bucket_overlap``) or ``STAGE/NAME`` (``unlearn/total``): W&B puts
+panels in sections by the first segment (or by all segments, a workspace setting).
 """
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: generation columns per metric: the item field shown as "input", and the score field
+GENERATION_FIELDS = {"verbmem_f": ("prompt", "gt"), "knowmem_f": ("question", "answer"),
+                     "knowmem_r": ("question", "answer")}
+GENERATION_COLUMNS = ["precision", "metric", "item", "input", "reference", "output", "rougeL"]
+
+
+def generation_rows(generations: dict[str, dict]) -> list[list]:
+    """One row per generated item ({precision: generations.json}) for a table of generations.
+
+    PrivLeak has scores, not generations, and is left out.
+    """
+    rows = []
+    for precision, per_metric in generations.items():
+        for metric, (question, reference) in GENERATION_FIELDS.items():
+            for i, item in enumerate(per_metric.get(metric, [])):
+                rows.append([precision, metric, i, item.get(question), item.get(reference),
+                             item.get("output"), item.get("rougeL")])
+    return rows
+
+
+def sweep_group(experiment: str | None, sweep_dir: str | Path) -> str:
+    """The W&B group of every run of one sweep: the experiment and the sweep folder's name."""
+    return f"{experiment or 'sweep'}-{Path(sweep_dir).name}"
+
+
+def _hydra_context() -> dict[str, Any]:
+    """Sweep folder, job number, overrides and choices of the current Hydra job (empty outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    return {"mode": hc.mode.name, "sweep_dir": hc.sweep.dir, "job_num": hc.job.get("num"),
+            "overrides": list(hc.overrides.task),
+            "choices": OmegaConf.to_container(hc.runtime.choices, resolve=True)}
 
 
 class NullLogger:
+    """No experiment tracker: results.json, the run folder and the printed table only."""
+
+    def __init__(self, **run_settings: Any):
+        # takes (and ignores) a tracker's per-run settings (group, job_type, run_name), so
+        # callers such as the sweep report need not know which logger is configured
+        pass
+
     def start(self, config: dict[str, Any], run_dir: str) -> None:
         pass
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         pass
 
+    def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
+        pass
+
+    def log_images(self, images: dict[str, str | Path]) -> None:
+        pass
+
+    def log_artifact(self, name: str, type: str, paths: list[str | Path]) -> None:
+        pass
+
     def finish(self, results: dict[str, Any]) -> None:
         pass
+
+    def sync_hint(self) -> str:
+        return ""
+
+
+class WandbLogger(NullLogger):
+    """One W&B run per job (see conf/logger/wandb.yaml).
+
+    ``group=None``: in a sweep, ``<experiment>-<sweep folder>`` (sweep_group), so the runs of
+    one sweep share a group; a single run has no group.
+    """
+
+    def __init__(self, project: str, entity: str | None = None, mode: str = "offline",
+                 group: str | None = None, job_type: str | None = None, run_name: str | None = None,
+                 tags: list[str] | None = None, dir: str | None = None):
+        self.settings = dict(project=project, entity=entity, mode=mode, group=group, job_type=job_type,
+                             name=run_name, tags=list(tags or []), dir=dir)
+        self.run = None
+
+    def start(self, config: dict[str, Any], run_dir: str) -> None:
+        import wandb
+
+        s = dict(self.settings)
+        hydra = _hydra_context()
+        if s["group"] is None and hydra.get("mode") == "MULTIRUN":
+            report = config.get("report")
+            s["group"] = sweep_group(report.get("name") if isinstance(report, dict) else None, hydra["sweep_dir"])
+        s["name"] = s["name"] or Path(run_dir).name
+        if s["dir"]:
+            Path(s["dir"]).mkdir(parents=True, exist_ok=True)
+        # the composed config as the job ran it, plus where Hydra put it (filterable in the UI)
+        config = {"hydra": hydra, **config, "run_dir": str(Path(run_dir).resolve())}
+        # jobs of a basic-launcher sweep share one process: close any run a crashed job left open
+        self.run = wandb.init(config=config, reinit="finish_previous", **s)
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if scalars:  # commit now: a later call without a step gets the next step, not this one
+            self.run.log(scalars, step=step, commit=True)
+
+    def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
+        import wandb
+
+        self.run.log({key: wandb.Table(columns=columns, data=rows, allow_mixed_types=True)})
+
+    def log_images(self, images: dict[str, str | Path]) -> None:
+        import wandb
+
+        present = {k: wandb.Image(str(p)) for k, p in images.items() if Path(p).exists()}
+        if present:
+            self.run.log(present)
+
+    def log_artifact(self, name: str, type: str, paths: list[str | Path]) -> None:
+        import wandb
+
+        artifact = wandb.Artifact(name, type=type)
+        for p in paths:
+            if Path(p).exists():
+                artifact.add_file(str(p))
+        self.run.log_artifact(artifact)
+
+    def finish(self, results: dict[str, Any]) -> None:
+        if self.run is None:
+            return
+        self.run.summary["status"] = results.get("status")
+        for key in ("error", "unlearning", "privleak_auc_retrain"):
+            if results.get(key) is not None:
+                self.run.summary[key] = results[key]
+        self.run.finish(exit_code=1 if results.get("status") == "failed" else 0)
+        self.run = None
+
+    def sync_hint(self) -> str:
+        """Where the runs went, and how offline runs are uploaded later."""
+        mode, where = self.settings["mode"], self.settings["dir"] or os.environ.get("WANDB_DIR", ".")
+        if mode in ("offline", "dryrun"):
+            return f"W&B runs are offline under {Path(where) / 'wandb'}; upload them with `wandb sync {Path(where) / 'wandb'}/offline-run-*`"
+        return f"W&B mode: {mode}"
+
+

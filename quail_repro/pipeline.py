@@ -26,6 +26,7 @@ from quail_repro.cache import Cache
 from quail_repro.data.muse import load_muse
 from quail_repro.errors import ConfigError, Diverged, QuailError
 from quail_repro.eval.muse_eval import evaluate_muse, privleak_auc_of
+from quail_repro.loggers import GENERATION_COLUMNS, generation_rows
 from quail_repro.models.base import ModelRef
 from quail_repro.quant.base import FullPrecision
 from quail_repro.train import pack_texts, unlearn
@@ -255,12 +256,16 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
         results["privleak_auc_retrain"] = auc_retrain
         subject, status = p.unlearned()
         results["unlearning"] = status
+        if subject is not None and (Path(subject.path) / "history.json").exists():
+            for row in json.loads((Path(subject.path) / "history.json").read_text()):
+                logger.log_metrics({f"unlearn/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
         if subject is None:
             results["status"] = status["status"]
         else:
             results["status"] = "ok"
             gen_dir = run_dir / "generations"
             gen_dir.mkdir(exist_ok=True)
+            generations = {}
             for qname, qcfg in cfg.quant.items():
                 try:
                     out = p.evaluate(subject, qcfg, auc_retrain)
@@ -273,10 +278,16 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
                 results["metrics"][qname]["privleak_auc"] = out["metrics"].get("privleak_auc")
                 results["quant"][qname] = out["quant"]
                 (gen_dir / f"{qname}.json").write_text((out["entry"] / "generations.json").read_text())
-                logger.log_metrics({f"{qname}/{k}": v for k, v in results["metrics"][qname].items()})
+                generations[qname] = json.loads((out["entry"] / "generations.json").read_text())
+                logger.log_metrics({f"eval/{qname}/{k}": v for k, v in results["metrics"][qname].items()})
+            logger.log_table("generations", GENERATION_COLUMNS, generation_rows(generations))
             if status.get("steps") and cfg.analysis.enabled:  # an unlearned model: compare it to its target
                 results["analysis"] = analyse_all(p, subject, cfg, run_dir)
-    except QuailError as err:
+                for qname, stats in results["analysis"].items():
+                    logger.log_metrics({f"analysis/{qname}/{k}": v for k, v in stats.items()})
+                logger.log_images({f"analysis/{fig}": run_dir / f"{fig}.png"
+                                   for fig in ("dw_over_step_hist", "bucket_overlap_per_layer")})
+    except BaseException as err:  # a QuailError, a bug, an interrupt: on record, then raised
         results["status"] = "failed"
         results["error"] = f"{type(err).__name__}: {err}"
         write_results(run_dir, results)

@@ -159,3 +159,16 @@ def test_base_stage_is_cached_and_target_and_retrain_start_from_it(tmp_path):
     trained = [n for n in cache_entries(cache) if n.split("-")[0] in ("base", "target", "retrain")]
     run(toy_cfg(cache, *base, "method=retrain", "quant=[none]"), tmp_path / "b")
     assert [n for n in cache_entries(cache) if n.split("-")[0] in ("base", "target", "retrain")] == trained
+
+
+def test_a_crash_that_is_not_a_quail_error_is_recorded_as_failed(toy_run, tmp_path, monkeypatch):
+    cache, _, _ = toy_run
+
+    def out_of_memory(self):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr("quail_repro.pipeline.Pipeline.unlearned", out_of_memory)
+    with pytest.raises(RuntimeError):
+        run(toy_cfg(cache, "method=ga", "quant=[none]"), tmp_path)
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["status"] == "failed" and res["error"] == "RuntimeError: CUDA out of memory" and res["method"] == "ga"

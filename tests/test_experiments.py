@@ -1,0 +1,106 @@
+"""Every experiment config composes, sets up its sweep, and every job of its grid composes."""
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from quail_repro.report import expand_grid
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+TABLES = ["table1", "table2", "table3", "table5", "failure_table1"]
+BASELINES = ["ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr"]
+QUAIL = ["quail", "quail_ga", "quail_ga_klr", "quail_npo", "quail_npo_gdr", "quail_npo_klr"]
+
+
+def _compose(overrides, hydra=True):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=hydra)
+
+
+def test_every_table_is_listed():
+    assert sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")) == sorted(TABLES + ["toy"])
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_a_table_is_one_multirun_command(name):
+    cfg = _compose([f"+experiment={name}"])
+    assert cfg.hydra.mode.name == "MULTIRUN"  # no -m needed
+    assert cfg.report.name == name and cfg.report.layout in ("muse", "buckets") and cfg.report.claim
+    assert f"tables/{name}/" in cfg.hydra.sweep.dir
+    assert cfg.logger._target_.endswith("WandbLogger")  # W&B is the default tracker
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_every_job_of_the_grid_composes(name):
+    jobs, swept = expand_grid(_compose([f"+experiment={name}"]).hydra)
+    assert jobs and swept
+    for overrides in jobs:  # what Hydra's sweeper validates before launching
+        job = _compose(overrides, hydra=False)
+        assert job.report.name == name
+
+
+def grid(name, *extra):
+    return expand_grid(_compose([f"+experiment={name}", *extra]).hydra)
+
+
+def test_table_rows_and_precisions():
+    jobs, swept = grid("table2")
+    assert swept == ["method"]
+    assert [j[0] for j in jobs] == [f"method={m}" for m in ["target", "retrain", *BASELINES, *QUAIL]]
+    assert list(_compose(["+experiment=table2"]).quant) == ["none", "rtn_int8", "bnb_nf4"]
+    books = _compose(["+experiment=table3"])
+    assert books.dataset.name == "mini_books" and list(books.quant) == ["none", "rtn_int8", "bnb_nf4"]
+    assert [j[0] for j in grid("table3")[0]] == [j[0] for j in jobs]
+    jobs, _ = grid("table1")
+    assert [j[0] for j in jobs] == [f"method={m}" for m in BASELINES]
+    assert list(_compose(["+experiment=table1"]).quant) == ["rtn_int4", "rtn_int8", "bnb_nf4", "bnb_int8"]
+    jobs, swept = grid("failure_table1")
+    assert swept == ["dataset", "method"] and len(jobs) == 16
+
+
+def test_table5_changes_one_setting_per_row():
+    jobs, swept = grid("table5")
+    assert swept == ["+experiment/quail_ablation"]
+    base = _compose(["+experiment=table5"], hydra=False)
+    assert base.method.name == "quail"
+    assert [q for q in base.quant] == ["none", "rtn_int8", "rtn_int4", "rtn_int3", "rtn_int2"]
+    for overrides in jobs:
+        arm = overrides[0].split("=")[1]
+        cfg = _compose(overrides, hydra=False)
+        changed = {k for k in ("margin", "gamma", "distance") if cfg.method.hinge[k] != base.method.hinge[k]}
+        if cfg.method.auto_margin.quantizer != base.method.auto_margin.quantizer:
+            changed.add("bits")
+        assert len(changed) == (0 if arm == "default" else 1), arm
+        assert arm == "default" or arm.startswith(changed.pop())
+
+
+def test_real_models_by_overriding_model_and_dataset():
+    jobs, swept = grid("table2", "model=llama2_7b_muse_news", "dataset=muse_news", "eval=muse")
+    cfg = _compose(jobs[2], hydra=False)
+    assert (cfg.model.name, cfg.dataset.name, cfg.eval.knowmem.trailing_space) == ("llama2_7b_muse_news", "muse_news", True)
+    jobs, swept = grid("failure_table1", "dataset=muse_books", "model=llama2_7b_muse_books")
+    assert swept == ["method"] and len(jobs) == 8  # the command line replaces the swept datasets
+
+
+def test_experiments_take_toy_sizes():
+    cfg = _compose(["+experiment=[table2,toy]"], hydra=False)
+    assert cfg.report.name == "table2" and list(cfg.quant) == ["none", "rtn_int8", "bnb_nf4"]
+    assert cfg.model.arch.hidden_size == 64 and cfg.method.max_steps == 3
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_wandb_sweep_definitions_run_the_harness_with_hydra_overrides(path):
+    sweep = yaml.safe_load(path.read_text())
+    assert sweep["method"] in ("grid", "random", "bayes") and sweep["parameters"]
+    cmd = sweep["command"]
+    assert cmd[cmd.index("-m") + 1] == "quail_repro" and "${args_no_hyphens}" in cmd
+    fixed = [a for a in cmd[cmd.index("-m") + 2:] if not a.startswith("${")]
+    for key, spec in sweep["parameters"].items():
+        values = spec.get("values") or [spec.get("value", spec.get("min"))]
+        for v in values:  # each value is a valid Hydra override on top of the fixed ones
+            OverridesParser.create().parse_overrides([f"{key}={v}"])
+            cfg = _compose([*fixed, f"{key}={v}"], hydra=False)
+            assert cfg is not None

@@ -1,0 +1,154 @@
+"""A toy-size sweep writes its table at the end; the report command rebuilds it from the run folders."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from quail_repro import report
+from quail_repro.report import build
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAD = ["full M1↓", "full M2↓", "full M3→0", "full M4↑", "4-bit M1↓", "4-bit M2↓", "4-bit M3→0", "4-bit M4↑"]
+
+
+def toy_sweep(tmp: Path, *overrides: str) -> tuple[Path, str]:
+    """`python -m quail_repro +experiment=[table2,toy] ...` in a fresh process; the sweep folder and its output."""
+    sweep = tmp / "sweep"
+    env = dict(os.environ, QUAIL_CACHE_DIR=str(tmp / "cache"))
+    proc = subprocess.run([sys.executable, "-m", "quail_repro", "+experiment=[table2,toy]", "device=cpu",
+                           "quant=[none,rtn_int4]", f"hydra.sweep.dir={sweep}", *overrides],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return sweep, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    # three jobs: the target row, an unlearned row, and a quail row that fails (its auto margin
+    # names a quantizer that does not exist; ++ adds the key to the other methods, which ignore it)
+    return toy_sweep(tmp_path_factory.mktemp("toy_sweep"), "method=target,ga_gdr,quail", "logger=none",
+                     "++method.auto_margin.quantizer=no_such_quant")
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    return list(csv.reader(path.open()))
+
+
+def test_sweep_end_writes_the_table_files(sweep):
+    sweep_dir, stdout = sweep
+    for ext in ("md", "csv", "tex", "png"):
+        assert (sweep_dir / f"table2.{ext}").stat().st_size > 100
+    assert "## table2" in stdout and "| target" in stdout  # printed to the terminal
+    rows = read_csv(sweep_dir / "table2.csv")
+    assert rows[0] == ["method", "status", *HEAD]
+    assert [r[0] for r in rows[1:]] == ["target", "ga_gdr", "quail"]
+    for row in rows[1:3]:
+        assert row[1] == "ok"
+        rouge = [row[i] for i, h in enumerate(rows[0]) if h.split()[-1][:2] in ("M1", "M2", "M4")]
+        assert len(rouge) == 6 and all(0 <= float(v) <= 100 for v in rouge)  # ROUGE-L x100
+    tex = (sweep_dir / "table2.tex").read_text()
+    assert r"\multicolumn{4}{c}{full}" in tex and r"M1$\downarrow$" in tex
+
+
+def test_a_failed_job_shows_as_failed_never_as_numbers(sweep):
+    sweep_dir, _ = sweep
+    quail = read_csv(sweep_dir / "table2.csv")[3]
+    assert quail[:2] == ["quail", "failed: ConfigError"]
+    assert quail[2:] == [""] * len(HEAD)
+    md = (sweep_dir / "table2.md").read_text()
+    assert "quail failed: ConfigError: quantizer 'no_such_quant' not found" in md
+    assert json.loads((sweep_dir / "2_quail" / "results.json").read_text())["status"] == "failed"
+
+
+def test_published_numbers_are_not_comparable_on_the_embedded_default(sweep):
+    md = (sweep[0] / "table2.md").read_text()
+    assert "NOT comparable" in md and "tiny_llama on mini_news" in md
+    assert "published" not in "".join(r[1] for r in read_csv(sweep[0] / "table2.csv"))
+
+
+def test_the_report_command_rebuilds_the_same_table(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    copy = tmp_path / sweep_dir.name
+    shutil.copytree(sweep_dir, copy)
+    for ext in ("md", "csv", "tex", "png"):
+        (copy / f"table2.{ext}").unlink()
+    assert report.main([str(copy)]) == 0
+    for ext in ("csv", "tex", "md"):  # the same but for the sweep folder the notes name
+        before = (sweep_dir / f"table2.{ext}").read_text()
+        for a, b in ((str(sweep_dir), str(copy)), (report._tex(str(sweep_dir)), report._tex(str(copy)))):
+            before = before.replace(a, b)
+        assert (copy / f"table2.{ext}").read_text() == before
+    assert (copy / "table2.png").exists()
+
+
+def test_a_stopped_sweep_reports_what_finished_and_what_is_missing(sweep, tmp_path):
+    copy = tmp_path / "stopped"
+    shutil.copytree(sweep[0], copy)
+    (copy / "1_ga_gdr" / "results.json").unlink()  # stopped while running
+    shutil.rmtree(copy / "2_quail")  # never started
+    rep = build(copy)
+    rows = read_csv(copy / "table2.csv")
+    assert [r[:2] for r in rows[1:]] == [["target", "ok"], ["ga_gdr", "unfinished (no results.json)"],
+                                         ["quail", "missing (not run)"]]
+    assert "1 of 3 jobs finished; no results yet: ga_gdr (unfinished), quail (missing)" in rep.text
+
+
+def test_a_diverged_job_shows_its_step(sweep, tmp_path):
+    copy = tmp_path / "diverged"
+    shutil.copytree(sweep[0], copy)
+    path = copy / "1_ga_gdr" / "results.json"
+    res = json.loads(path.read_text())
+    res.update(status="diverged", metrics={}, unlearning={"status": "diverged", "step": 2, "loss": float("nan"),
+                                                          "reason": "loss is not finite"})
+    path.write_text(json.dumps(res))
+    rep = build(copy)
+    row = read_csv(copy / "table2.csv")[2]
+    assert row[:2] == ["ga_gdr", "diverged at step 2"] and row[2:] == [""] * len(HEAD)
+    assert "ga_gdr diverged at step 2: loss is not finite" in rep.text
+
+
+def test_published_numbers_stand_beside_ours_for_the_same_model_and_data(sweep, tmp_path):
+    copy = tmp_path / "muse"
+    shutil.copytree(sweep[0], copy)
+    muse_eval = OmegaConf.load(ROOT / "conf" / "eval" / "muse.yaml")
+    for job in ("0_target", "1_ga_gdr"):  # relabel the runs as the real MUSE setting
+        cfg_path = copy / job / ".hydra" / "config.yaml"
+        cfg = OmegaConf.load(cfg_path)
+        cfg.model.name, cfg.dataset.name, cfg.eval = "llama2_7b_muse_news", "muse_news", muse_eval
+        OmegaConf.save(cfg, cfg_path)
+    build(copy)
+    rows = read_csv(copy / "table2.csv")
+    labels = [r[1] for r in rows[1:]]
+    assert labels[:3] == ["ok", "[1] Table 1 published", "Δ ours − published"]
+    ours, published, delta = rows[1], rows[2], rows[3]
+    assert published[2:6] == ["58.4", "63.9", "-99.8", "55.2"] and published[6:] == ["34.2", "54.4", "-99.8", "48.2"]
+    assert float(delta[3]) == pytest.approx(float(ours[3]) - 63.9)
+    assert labels[3:6] == ["ok", "[1] Table 1 published", "Δ ours − published"]  # ga_gdr has published rows too
+    assert "NOT comparable" not in (copy / "table2.md").read_text()
+
+
+def test_the_bucket_layout_has_one_row_per_quantizer(sweep, tmp_path):
+    copy = tmp_path / "buckets"
+    shutil.copytree(sweep[0], copy)
+    mr = OmegaConf.load(copy / "multirun.yaml")
+    mr.report.layout = "buckets"
+    OmegaConf.save(mr, copy / "multirun.yaml")
+    build(copy)
+    rows = read_csv(copy / "table2.csv")
+    assert rows[0][:3] == ["method", "quantizer", "status"] and "bucket overlap (%)" in rows[0]
+    assert [r[:3] for r in rows[1:]] == [["target", "", "no analysis (not unlearned)"], ["ga_gdr", "rtn_int4", "ok"],
+                                         ["quail", "", "failed: ConfigError"]]
+    overlap = float(rows[2][rows[0].index("bucket overlap (%)")])
+    assert 0 <= overlap <= 100
+    assert (copy / "table2.png").exists()
+
+
+def test_not_a_sweep_folder_is_a_clear_error(tmp_path, capsys):
+    assert report.main([str(tmp_path)]) == 2
+    assert "no multirun.yaml" in capsys.readouterr().err
