@@ -281,6 +281,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
                 generations[qname] = json.loads((out["entry"] / "generations.json").read_text())
                 logger.log_metrics({f"eval/{qname}/{k}": v for k, v in results["metrics"][qname].items()})
             logger.log_table("generations", GENERATION_COLUMNS, generation_rows(generations))
+            if status.get("steps"):  # an unlearned model: how much did quantization give back?
+                results["recovery"] = recovery(p, results["metrics"], cfg, auc_retrain)
+                logger.log_metrics({f"recovery/{q}/{k}": v for q, r in results["recovery"].items()
+                                    for k, v in r.items() if v is not None})
             if status.get("steps") and cfg.analysis.enabled:  # an unlearned model: compare it to its target
                 results["analysis"] = analyse_all(p, subject, cfg, run_dir)
                 for qname, stats in results["analysis"].items():
@@ -316,6 +320,37 @@ def analyse_all(p: Pipeline, subject: ModelRef, cfg: DictConfig, run_dir: Path) 
     if ratios:
         plot_dw_histogram(ratios, run_dir / "dw_over_step_hist.png")
         plot_overlap_per_layer(per_layer, run_dir / "bucket_overlap_per_layer.png")
+    return out
+
+
+RECOVERY_METRICS = ("knowmem_f", "verbmem_f")
+
+
+def recovery(p: Pipeline, metrics: dict, cfg: DictConfig, auc_retrain: float) -> dict:
+    """Recovery ratio per quantized precision and metric:
+    (unlearned at q - unlearned at full) / (target at q - unlearned at full).
+
+    1 = quantization gave back everything that unlearning removed (as far as the quantized
+    target itself keeps it), 0 = nothing, negative = quantization removed more. None where
+    undefined: no full-precision result, a failed precision, or a zero denominator. The
+    target's evaluations are cache entries shared with the target row of any table.
+    """
+    full = metrics.get("none")
+    out = {}
+    for qname, qcfg in cfg.quant.items():
+        if qname == "none":
+            continue
+        mine = metrics.get(qname, {})
+        target = None
+        if full and "status" not in full and "status" not in mine:
+            try:
+                target = p.evaluate(p.refs["target"], qcfg, auc_retrain)["metrics"]
+            except QuailError as err:
+                log.error("recovery at %s: the target's evaluation failed: %s", qname, err)
+        out[qname] = {}
+        for k in RECOVERY_METRICS:
+            gap = target[k] - full[k] if target else 0.0
+            out[qname][k] = (mine[k] - full[k]) / gap if target and gap != 0 else None
     return out
 
 

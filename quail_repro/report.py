@@ -43,14 +43,14 @@ log = logging.getLogger(__name__)
 #: (results key, paper name, what it measures, better direction); [1]'s and QUAIL's column order
 MUSE_METRICS = [("verbmem_f", "M1", "VerbMem forget", "↓"), ("knowmem_f", "M2", "KnowMem forget", "↓"),
                 ("privleak", "M3", "PrivLeak", "→0"), ("knowmem_r", "M4", "KnowMem retain", "↑")]
-#: bucket-analysis columns: (results key, header, unit: sci | pct | num)
+#: bucket-analysis columns: (results key, header, unit: sci | pct | num | ratio)
 BUCKET_STATS = [("median_abs_dw", "median |Δw|", "sci"), ("p99_abs_dw", "p99 |Δw|", "sci"),
                 ("max_abs_dw", "max |Δw|", "sci"), ("median_step", "median Δ", "sci"),
                 ("frac_below_half_step", "|Δw| < Δ/2 (%)", "pct"), ("bucket_overlap", "bucket overlap (%)", "pct"),
                 ("value_overlap", "value overlap (%)", "pct"), ("logit_shift_full", "logit shift full", "num"),
                 ("logit_shift_quant", "logit shift quant.", "num"), ("kl_full", "KL full", "sci"),
-                ("kl_quant", "KL quant.", "sci"), ("transfer_coef", "transfer coef.", "num"),
-                ("transfer_cos", "transfer cos", "num")]
+                ("kl_quant", "KL quant.", "sci"), ("transfer_coef", "transfer coef.", "ratio"),
+                ("transfer_cos", "transfer cos", "ratio")]
 
 #: Zhang et al., ICLR 2025 [1], Table 1 (science.md section 2): (M1, M2, M3, M4) per method and
 #: precision, for MUSE's Llama-2-7B models on MUSE data. Rows not recovered there are absent.
@@ -179,7 +179,7 @@ class Table:
     name: str
     title: str
     columns: list[tuple[str, str]]
-    formats: list[str]  # per column: text | num | sci | pct
+    formats: list[str]  # per column: text | num (1 decimal) | ratio (2) | sci | pct
     rows: list[list[Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra: list["Table"] = field(default_factory=list)  # shown after the table (md, tex, terminal)
@@ -303,6 +303,30 @@ def muse_table(name: str, report: dict, jobs: list[Job], sweep_cfg: DictConfig) 
     for corpus in report["published"]:
         if not any(_published_for(j)[0] is PUBLISHED[corpus] for j in jobs if j.status in ("ok", "partial")):
             t.extra.append(_published_table(corpus, sorted(not_comparable)))
+    rec = _recovery_table(name, jobs, keys, labels)
+    if rec is not None:
+        t.extra.append(rec)
+    return t
+
+
+def _recovery_table(name: str, jobs: list[Job], keys: list[str], labels: dict[str, str]) -> Table | None:
+    """Recovery ratios of the unlearned rows (pipeline.recovery): how much of what unlearning
+    removed came back at each quantized precision; "undefined" where it has no value."""
+    quantized = [q for q in labels if q != "none"]
+    rows = [j for j in jobs if j.results and "recovery" in j.results]
+    if not quantized or not rows:
+        return None
+    columns = [("", _key_name(k)) for k in keys]
+    columns += [(labels[q], f"{m} recovery") for q in quantized for m in ("M2", "M1")]
+    t = Table(f"{name}_recovery", "Recovery ratio: (unlearned at q − unlearned at full) / "
+              "(target at q − unlearned at full); 1 = all of it came back, 0 = none",
+              columns, ["text"] * len(keys) + ["ratio"] * (2 * len(quantized)))
+    for job in rows:
+        cells = []
+        for q in quantized:
+            r = job.results["recovery"].get(q, {})
+            cells += [r.get(k) if r.get(k) is not None else "undefined" for k in ("knowmem_f", "verbmem_f")]
+        t.rows.append([job.keys.get(k) for k in keys] + cells)
     return t
 
 
@@ -374,7 +398,7 @@ def _fmt(value: Any, kind: str) -> str:
         return str(value)
     if kind == "sci":
         return f"{value:.2e}"
-    if kind == "pct":
+    if kind in ("pct", "ratio"):
         return f"{value:.2f}"
     return f"{value:.1f}"
 

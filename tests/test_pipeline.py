@@ -66,6 +66,17 @@ def test_quail_records_its_auto_margin(toy_run, tmp_path):
     assert res["unlearning"]["margin"] > 0
 
 
+def test_recovery_ratio_by_its_definition(toy_run):
+    cache, _, results = toy_run
+    target = run(toy_cfg(cache, "method=target", "quant=[none,rtn_int4,bnb_nf4]"), cache.parent / "target_row")
+    assert list(results["recovery"]) == ["rtn_int4", "bnb_nf4"]
+    for q in ("rtn_int4", "bnb_nf4"):
+        for k in ("knowmem_f", "verbmem_f"):
+            full, mine, tgt = results["metrics"]["none"][k], results["metrics"][q][k], target["metrics"][q][k]
+            expected = None if tgt == full else (mine - full) / (tgt - full)
+            assert results["recovery"][q][k] == (pytest.approx(expected) if expected is not None else None)
+
+
 def test_every_stage_is_cached(toy_run):
     cache, _, _ = toy_run
     stages = {name.split("-")[0] for name in cache_entries(cache)}

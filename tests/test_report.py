@@ -66,6 +66,18 @@ def test_a_failed_job_shows_as_failed_never_as_numbers(sweep):
     assert json.loads((sweep_dir / "2_quail" / "results.json").read_text())["status"] == "failed"
 
 
+def test_recovery_ratios_stand_under_the_table_for_unlearned_rows(sweep):
+    sweep_dir, _ = sweep
+    md = (sweep_dir / "table2.md").read_text()
+    assert "Recovery ratio" in md and "M2 recovery" in md
+    recovery = json.loads((sweep_dir / "1_ga_gdr" / "results.json").read_text())["recovery"]["rtn_int4"]
+    section = md[md.index("Recovery ratio"):]
+    rows = [line for line in section.splitlines() if line.startswith("| ga_gdr")]
+    assert len(rows) == 1  # the target row is not unlearned: no recovery row
+    expected = [f"{v:.2f}" if v is not None else "undefined" for v in (recovery["knowmem_f"], recovery["verbmem_f"])]
+    assert [c.strip() for c in rows[0].strip("|").split("|")][1:] == expected
+
+
 def test_published_numbers_are_not_comparable_on_the_embedded_default(sweep):
     md = (sweep[0] / "table2.md").read_text()
     assert "NOT comparable" in md and "tiny_llama on mini_news" in md
