@@ -381,7 +381,54 @@ def bucket_table(name: str, report: dict, jobs: list[Job], sweep_cfg: DictConfig
     return t
 
 
-LAYOUTS = {"muse": muse_table, "buckets": bucket_table}
+#: recovery columns per quantized precision: (header, how to read it from a job's results, format)
+RECOVERY_COLUMNS = [
+    ("M2", lambda r, q: ((r.get("metrics") or {}).get(q) or {}).get("knowmem_f"), "num"),
+    ("M2 recovery", lambda r, q: ((r.get("recovery") or {}).get(q) or {}).get("knowmem_f"), "ratio"),
+    ("M1 recovery", lambda r, q: ((r.get("recovery") or {}).get(q) or {}).get("verbmem_f"), "ratio"),
+    ("median |Δw|/Δ", lambda r, q: _dw_over_step(((r.get("analysis") or {}).get(q) or {})), "sci"),
+    ("overlap (%)", lambda r, q: _pct(((r.get("analysis") or {}).get(q) or {}).get("bucket_overlap")), "pct"),
+    ("transfer coef.", lambda r, q: ((r.get("analysis") or {}).get(q) or {}).get("transfer_coef"), "ratio"),
+]
+
+
+def _dw_over_step(stats: dict) -> float | None:
+    if stats.get("median_abs_dw") is None or not stats.get("median_step"):
+        return None
+    return stats["median_abs_dw"] / stats["median_step"]
+
+
+def _pct(v: float | None) -> float | None:
+    return None if v is None else 100 * v
+
+
+def recovery_table(name: str, report: dict, jobs: list[Job], sweep_cfg: DictConfig) -> Table:
+    """One row per setting: full-precision M2/M4, then per quantized precision M2, the recovery
+    ratios, median |dw| over the median step, bucket overlap and the update transfer coefficient."""
+    keys, show = list(jobs[0].keys) if jobs else [], dict(report["show"])
+    labels = precision_labels(jobs, sweep_cfg)
+    quantized = [q for q in labels if q != "none"]
+    columns = ([("", _key_name(k)) for k in keys] + [("", h) for h in show] + [("", "status")]
+               + [("full", "M2↓"), ("full", "M4↑")] + [(labels[q], h) for q in quantized for h, _, _ in RECOVERY_COLUMNS])
+    formats = (["text"] * (len(keys) + len(show) + 1) + ["num", "num"]
+               + [f for _ in quantized for _, _, f in RECOVERY_COLUMNS])
+    t = Table(name, report["title"], columns, formats)
+    for job in jobs:
+        head = _label_cells(job, keys, show) + [job.status_text()]
+        if job.status not in ("ok", "partial"):
+            t.notes += _failure_note(job)
+            t.rows.append(head + [None] * (len(columns) - len(head)))
+            continue
+        full = (job.results.get("metrics") or {}).get("none") or {}
+        t.rows.append(head + [full.get("knowmem_f"), full.get("knowmem_r")]
+                      + [get(job.results, q) for q in quantized for _, get, _ in RECOVERY_COLUMNS])
+    t.notes.append("Recovery: (unlearned at q − unlearned at full) / (target at q − unlearned at full); 1 = all "
+                   "that unlearning removed came back, 0 = none, — = undefined. |Δw|/Δ: median |unlearned − target| "
+                   "over the median quantization step of the target; transfer coef.: <Q(w_u) − Q(w_t), Δw> / <Δw, Δw>.")
+    return t
+
+
+LAYOUTS = {"muse": muse_table, "buckets": bucket_table, "recovery": recovery_table}
 
 
 # -- rendering ----------------------------------------------------------------------------
@@ -515,10 +562,43 @@ def _bars(groups: list[str], series: dict[str, list[float | None]], ylabel: str,
     return path
 
 
+def _recovery_scatter(jobs: list[Job], path: Path) -> Path | None:
+    """M2 recovery against median |dw|/step and against the transfer coefficient, one colour per quantizer."""
+    labels = precision_labels(jobs, OmegaConf.create({}))
+    points = {q: [(_dw_over_step(j.results["analysis"][q]), j.results["analysis"][q].get("transfer_coef"),
+                   j.results["recovery"][q]["knowmem_f"])
+                  for j in jobs if q in (j.results.get("analysis") or {}) and q in (j.results.get("recovery") or {})
+                  and j.results["recovery"][q].get("knowmem_f") is not None]
+              for q in labels if q != "none"}
+    if not any(points.values()):
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for q, pts in points.items():
+        if pts:
+            axes[0].scatter([p[0] for p in pts], [p[2] for p in pts], label=labels[q])
+            axes[1].scatter([p[1] for p in pts], [p[2] for p in pts], label=labels[q])
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("median |Δw| / median quantization step")
+    axes[1].set_xlabel("update transfer coefficient")
+    axes[0].set_ylabel("KnowMem-forget recovery ratio")
+    for ax in axes:
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.axhline(1, color="grey", lw=0.5, ls="--")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def figure(t: Table, report: dict, jobs: list[Job], path: Path) -> Path | None:
-    """buckets: bucket overlap per row and quantizer; muse: the report.figure metric per row and precision."""
+    """buckets: bucket overlap per row and quantizer; recovery: recovery against |dw|/step and the
+    transfer coefficient; muse: the report.figure metric per row and precision."""
     ok = [j for j in jobs if j.status in ("ok", "partial")]
     groups = [" ".join(j.keys.values()) for j in ok]
+    if report["layout"] == "recovery":
+        return _recovery_scatter(ok, path)
     if report["layout"] == "buckets":
         quants = list(dict.fromkeys(q for j in ok for q in (j.results.get("analysis") or {})))
         series = {q: [((j.results.get("analysis") or {}).get(q) or {}).get("bucket_overlap") for j in ok]

@@ -10,7 +10,7 @@ from quail_repro.report import expand_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-TABLES = ["table1", "table2", "table3", "table5", "failure_table1"]
+TABLES = ["table1", "table2", "table3", "table5", "failure_table1", "recovery_search"]
 BASELINES = ["ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr"]
 QUAIL = ["quail", "quail_ga", "quail_ga_klr", "quail_npo", "quail_npo_gdr", "quail_npo_klr"]
 
@@ -28,7 +28,7 @@ def test_every_table_is_listed():
 def test_a_table_is_one_multirun_command(name):
     cfg = _compose([f"+experiment={name}"])
     assert cfg.hydra.mode.name == "MULTIRUN"  # no -m needed
-    assert cfg.report.name == name and cfg.report.layout in ("muse", "buckets") and cfg.report.claim
+    assert cfg.report.name == name and cfg.report.layout in ("muse", "buckets", "recovery") and cfg.report.claim
     assert f"tables/{name}/" in cfg.hydra.sweep.dir
     assert cfg.logger._target_.endswith("WandbLogger")  # W&B is the default tracker
 

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from quail_repro import report
-from quail_repro.report import build
+from quail_repro.report import Job, build
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD = ["full M1↓", "full M2↓", "full M3→0", "full M4↑", "4-bit M1↓", "4-bit M2↓", "4-bit M3→0", "4-bit M4↑"]
@@ -164,3 +164,33 @@ def test_the_bucket_layout_has_one_row_per_quantizer(sweep, tmp_path):
 def test_not_a_sweep_folder_is_a_clear_error(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 2
     assert "no multirun.yaml" in capsys.readouterr().err
+
+
+def test_the_recovery_search_runs_at_toy_size(tmp_path):
+    sweep = tmp_path / "sweep"
+    env = dict(os.environ, QUAIL_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, "-m", "quail_repro", "+experiment=[recovery_search,toy]", "device=cpu",
+                           "logger=none", "+experiment/recovery_point=lr_1e-5,lr_1e-4", "quant=[none,rtn_int4]",
+                           f"hydra.sweep.dir={sweep}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = read_csv(sweep / "recovery_search.csv")
+    assert rows[0][:4] == ["recovery_point", "status", "full M2↓", "full M4↑"]
+    assert "4-bit M2 recovery" in rows[0] and "4-bit transfer coef." in rows[0]
+    assert [r[:2] for r in rows[1:]] == [["lr_1e-5", "ok"], ["lr_1e-4", "ok"]]
+    results = json.loads((sweep / "1_ga_gdr" / "results.json").read_text())
+    coef = results["analysis"]["rtn_int4"]["transfer_coef"]
+    cell = rows[2][rows[0].index("4-bit transfer coef.")]
+    assert cell == "" if coef is None else float(cell) == pytest.approx(coef)
+
+
+def test_the_recovery_figure_plots_recovery_against_step_ratio_and_transfer(tmp_path):
+    def job(num, dw, coef, rec):
+        results = {"status": "ok", "metrics": {"none": {}, "rtn_int4": {}},
+                   "recovery": {"rtn_int4": {"knowmem_f": rec, "verbmem_f": None}},
+                   "analysis": {"rtn_int4": {"median_abs_dw": dw, "median_step": 0.01, "transfer_coef": coef}}}
+        config = OmegaConf.create({"quant": {"none": {"name": "none"}, "rtn_int4": {"name": "rtn_int4", "bits": 4}}})
+        return Job(num=num, overrides=[], keys={"p": str(num)}, config=config, results=results)
+
+    png = report._recovery_scatter([job(0, 1e-4, 1.0, 0.1), job(1, 1e-3, 0.9, None)], tmp_path / "r.png")
+    assert png is not None and png.stat().st_size > 1000
+    assert report._recovery_scatter([job(0, 1e-4, 1.0, None)], tmp_path / "none.png") is None  # nothing defined

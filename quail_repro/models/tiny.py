@@ -69,7 +69,9 @@ class TinyLlama:
         refs = {}
         for role, splits in (("target", self.target_splits), ("retrain", self.retrain_splits)):
             spec = {"tokenizer": tok_dir.name, "arch": self.arch, "train": self.train,
-                    "dtype": str(self.dtype), "splits": splits, "base": base_dir.name if base_dir else None}
+                    "dtype": str(self.dtype), "splits": splits}
+            if base_dir is not None:  # only then: models trained without a base keep their cache keys
+                spec["base"] = base_dir.name
             texts = [t for s in splits for t in corpus.raw[s]]
             path = cache.get_or_build(role, spec, lambda d, texts=texts, role=role:
                                       self._train_model(d, tok_dir, texts, device, role, init=base_dir))
