@@ -33,6 +33,9 @@ from quail_repro.train import pack_texts, unlearn
 
 log = logging.getLogger(__name__)
 METRICS = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak")
+#: bump when the analysis gains or changes statistics, so cached analyses are redone
+#: (2: update transfer and KL added)
+ANALYSIS_VERSION = 2
 
 
 def resolve_device(name: str) -> str:
@@ -195,7 +198,7 @@ class Pipeline:
         target = self.refs["target"]
         spec = {"target": target.key, "subject": subject.key, "corpus": self.corpus_key,
                 "quant": quantizer.describe(), "analysis": a, "dtype": str(self.dtype),
-                "device_kind": self.device.split(":")[0]}
+                "device_kind": self.device.split(":")[0], "version": ANALYSIS_VERSION}
 
         def build(d: Path):
             t_model, tok = self.load(target)
