@@ -378,4 +378,8 @@ def format_table(results: dict) -> str:
             continue
         rows.append(f"{qname:<12}" + "".join(f"{m[k]:>11.1f}" if m[k] is not None else f"{'n/a':>11}"
                                             for k in METRICS))
+    if results.get("recovery"):
+        rows.append("KnowMem-f recovery ratio: " + ", ".join(
+            f"{q} {'undefined' if r['knowmem_f'] is None else format(r['knowmem_f'], '.2f')}"
+            for q, r in results["recovery"].items()))
     return "\n".join(rows)

@@ -77,6 +77,16 @@ def test_recovery_ratio_by_its_definition(toy_run):
             assert results["recovery"][q][k] == (pytest.approx(expected) if expected is not None else None)
 
 
+def test_the_printed_table_shows_every_precision_and_the_recovery(toy_run):
+    from quail_repro.pipeline import format_table
+
+    _, _, results = toy_run
+    text = format_table(results)
+    assert text.splitlines()[0] == "ga_gdr on mini_news (tiny_llama): ok"
+    assert [line.split()[0] for line in text.splitlines()[2:5]] == ["none", "rtn_int4", "bnb_nf4"]
+    assert text.splitlines()[-1].startswith("KnowMem-f recovery ratio: rtn_int4 ")
+
+
 def test_every_stage_is_cached(toy_run):
     cache, _, _ = toy_run
     stages = {name.split("-")[0] for name in cache_entries(cache)}
