@@ -59,12 +59,17 @@ def causal_outputs(model, batch) -> Outputs:
     return Outputs(*losses.align_causal(logits, batch["labels"]))
 
 
+def _one_epoch(blocks: torch.Tensor, batch_size: int, generator: torch.Generator):
+    """The blocks in a shuffled order, as mini-batches."""
+    order = torch.randperm(len(blocks), generator=generator)
+    for i in range(0, len(order), batch_size):
+        yield blocks[order[i:i + batch_size]]
+
+
 def _batches(blocks: torch.Tensor, batch_size: int, generator: torch.Generator):
     """Endless shuffled epochs of mini-batches."""
     while True:
-        order = torch.randperm(len(blocks), generator=generator)
-        for i in range(0, len(order), batch_size):
-            yield blocks[order[i:i + batch_size]]
+        yield from _one_epoch(blocks, batch_size, generator)
 
 
 def _check_finite(step: int, loss: torch.Tensor, max_abs_loss: float | None):
@@ -98,10 +103,7 @@ class LMTrainConfig:
 def _epoch_blocks(docs: list[list[int]], cfg: "LMTrainConfig", generator: torch.Generator):
     """Endless mini-batches; documents are reshuffled and repacked every epoch."""
     for epoch in itertools.count():
-        blocks = pack(docs, cfg.seq_len, seed=cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(blocks), generator=generator)
-        for i in range(0, len(order), cfg.batch_size):
-            yield blocks[order[i:i + cfg.batch_size]]
+        yield from _one_epoch(pack(docs, cfg.seq_len, seed=cfg.seed * 100_003 + epoch), cfg.batch_size, generator)
 
 
 def train_lm(model, docs: list[list[int]], cfg: LMTrainConfig, desc: str = "train") -> list[float]:
