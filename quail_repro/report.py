@@ -216,7 +216,7 @@ def _published_for(job: Job) -> tuple[dict | None, str]:
     """The published table this job can be compared with, or None and why not."""
     if job.config is None:
         return None, "no config"
-    for corpus, pub in PUBLISHED.items():
+    for pub in PUBLISHED.values():
         if job.config.dataset.name == pub["dataset"] and job.config.model.name == pub["model"]:
             muse_eval = OmegaConf.load(CONF_DIR / "eval" / "muse.yaml")
             mine = OmegaConf.to_container(job.config.eval, resolve=True)
@@ -252,7 +252,7 @@ def muse_table(name: str, report: dict, jobs: list[Job], sweep_cfg: DictConfig) 
     labels = precision_labels(jobs, sweep_cfg)
     columns = [("", _key_name(k)) for k in keys] + [("", h) for h in show] + [("", "status")]
     formats = ["text"] * len(columns)
-    for q, label in labels.items():
+    for label in labels.values():
         for _, m, _, arrow in MUSE_METRICS:
             columns.append((label, m + arrow))
             formats.append("num")
