@@ -1,0 +1,200 @@
+"""results.json: one schema, written and read through this module only.
+
+A run's results are a :class:`Results` object. ``write_results`` serialises it (never
+replacing a finished run's results with a failure), ``read_results`` parses a file back
+into the same classes, and every consumer (the printed table, the sweep report, the W&B
+logger, the dashboard) reads fields, not string keys. The metric lists below are the
+only place the metric names are spelled.
+
+Version history: 1 (implicit, no field): the first layout; 2: ``schema_version``, the
+QUAIL hinge activity in ``unlearning`` and ``recovery_items``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str  # the field name in results.json
+    paper: str  # [1]'s and QUAIL's column name
+    what: str
+    better: str  # ↓ lower, ↑ higher, →0 closer to zero
+
+
+#: MUSE's four metrics in [1]'s column order (M1-M4)
+MUSE_METRICS = (Metric("verbmem_f", "M1", "VerbMem forget", "↓"), Metric("knowmem_f", "M2", "KnowMem forget", "↓"),
+                Metric("privleak", "M3", "PrivLeak", "→0"), Metric("knowmem_r", "M4", "KnowMem retain", "↑"))
+METRICS = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak")
+#: the metrics whose recovery under quantization is measured (higher = remembers more)
+RECOVERY_METRICS = ("knowmem_f", "verbmem_f")
+
+#: run outcomes: ok; partial (some precision failed); diverged (unlearning stopped); failed
+FINISHED = ("ok", "partial")
+
+
+@dataclass
+class PrecisionMetrics:
+    """One precision's evaluation: MUSE's metrics, or a failure with its message."""
+    status: str = "ok"
+    verbmem_f: float | None = None
+    knowmem_f: float | None = None
+    knowmem_r: float | None = None
+    privleak: float | None = None
+    privleak_auc: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def get(self, key: str) -> float | None:
+        return getattr(self, key) if self.ok else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A finished precision as its metrics only; a failed one as its status and error."""
+        if self.ok:
+            return {k: v for k, v in asdict(self).items() if k not in ("status", "error")}
+        return {"status": self.status, "error": self.error}
+
+
+@dataclass
+class Unlearning:
+    """How the unlearning stage ended; for QUAIL, whether its hinge ever acted."""
+    status: str = "ok"  # ok | diverged
+    steps: int | None = None
+    margin: float | None = None  # QUAIL: the margin as resolved at run time (auto from a quantizer)
+    hinge_active_steps: int | None = None  # QUAIL: steps whose hinge term was > 0
+    hinge_mean: float | None = None  # QUAIL: the hinge term's mean over all steps
+    step: int | None = None  # diverged: where, why, at what loss
+    loss: float | None = None
+    reason: str | None = None
+
+    @property
+    def hinge_inactive(self) -> bool:
+        """A QUAIL run whose hinge never acted: its model is its base method's, bit for bit."""
+        return self.hinge_active_steps == 0
+
+
+@dataclass
+class Results:
+    model: str
+    dataset: str
+    method: str
+    seed: int
+    status: str = "running"
+    error: str | None = None
+    privleak_auc_retrain: float | None = None
+    unlearning: Unlearning | None = None
+    metrics: dict[str, PrecisionMetrics] = field(default_factory=dict)  # precision name -> metrics
+    quant: dict[str, dict] = field(default_factory=dict)  # precision name -> quantizer.describe()
+    # precision -> metric -> (unlearned at q - unlearned at full) / (target at q - unlearned at full)
+    recovery: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    # precision -> metric -> per-question scores {"full", "quant", "target_quant"} (0..1, one per item, same
+    # order): what the ratio is computed from, kept so a report can bootstrap it over questions and seeds
+    recovery_items: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
+    analysis: dict[str, dict] = field(default_factory=dict)  # precision -> bucket analysis (or a failure)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def metric(self, precision: str, key: str) -> float | None:
+        m = self.metrics.get(precision)
+        return m.get(key) if m is not None else None
+
+    def recovery_of(self, precision: str, key: str) -> float | None:
+        return (self.recovery.get(precision) or {}).get(key)
+
+    def analysis_of(self, precision: str, key: str) -> Any:
+        stats = self.analysis.get(precision) or {}
+        return None if stats.get("status") == "failed" else stats.get(key)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if not (k in ("error", "unlearning") and v is None)}
+        out["metrics"] = {q: m.to_dict() for q, m in self.metrics.items()}
+        if self.unlearning is not None:
+            out["unlearning"] = _without_none(asdict(self.unlearning))
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Results":
+        version = d.get("schema_version", 1)
+        if version > SCHEMA_VERSION:
+            raise ValueError(f"results schema_version {version} is newer than this code's {SCHEMA_VERSION}")
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["metrics"] = {q: _precision(m) for q, m in (d.get("metrics") or {}).items()}
+        if d.get("unlearning") is not None:
+            kw["unlearning"] = Unlearning(**_known(Unlearning, d["unlearning"]))
+        kw["schema_version"] = version
+        return cls(**kw)
+
+
+def _without_none(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _known(cls, d: dict) -> dict:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+def _precision(d: dict) -> PrecisionMetrics:
+    # version 1 had no status on a finished precision
+    return PrecisionMetrics(**{"status": "ok", **_known(PrecisionMetrics, d)})
+
+
+def read_results(path: str | Path) -> Results:
+    return Results.from_dict(json.loads(Path(path).read_text()))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write atomically: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def write_results(run_dir: Path, results: Results) -> Path:
+    """results.json, unless that would replace a finished run's results with a failure."""
+    path = Path(run_dir) / "results.json"
+    if path.exists() and not results.finished:
+        try:
+            previous = read_results(path)
+        except (ValueError, TypeError, json.JSONDecodeError):
+            previous = None
+        if previous is not None and previous.finished:
+            path = path.with_name("results.failed.json")
+            log.warning("keeping the finished results.json; this run's outcome goes to %s", path)
+    write_json(path, results.to_dict())
+    return path
+
+
+def format_table(results: Results) -> str:
+    """The run's metrics as the terminal shows them, with the recovery ratio per precision."""
+    head = f"{results.method} on {results.dataset} ({results.model}): {results.status}"
+    rows = [head, f"{'precision':<12}" + "".join(f"{m:>11}" for m in METRICS)]
+    for qname, m in results.metrics.items():
+        if not m.ok:
+            rows.append(f"{qname:<12} failed: {m.error}")
+            continue
+        rows.append(f"{qname:<12}" + "".join(f"{v:>11.1f}" if v is not None else f"{'n/a':>11}"
+                                            for v in (m.get(k) for k in METRICS)))
+    if results.unlearning is not None and results.unlearning.hinge_inactive:
+        rows.append("QUAIL hinge never active: this model is its base method's")
+    if results.recovery:
+        rows.append("KnowMem-f recovery ratio: " + ", ".join(
+            f"{q} {'undefined' if r.get('knowmem_f') is None else format(r['knowmem_f'], '.2f')}"
+            for q, r in results.recovery.items()))
+    return "\n".join(rows)
