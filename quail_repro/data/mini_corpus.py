@@ -154,8 +154,21 @@ def _write_article(style: Style, rng: random.Random, names: _Names, ent: _Entity
 # ------------------------------------------------------------------ writing the corpus
 
 
-def write_mini_corpus(
-    out_dir: str | Path,
+@dataclass(frozen=True)
+class GeneratedCorpus:
+    """A mini corpus in memory: the records of every MUSE (subset, split)."""
+
+    style: Style
+    args: dict
+    records: dict[tuple[str, str], list[dict]]
+    entities: dict[str, list[str]]  # split -> entity names, in document order
+
+    def texts(self, split: str) -> list[str]:
+        """The raw documents of ``split``: per entity its article, then its QA sheet."""
+        return [r["text"] for r in self.records["raw", split]]
+
+
+def generate_mini_corpus(
     *,
     style: str,
     seed: int,
@@ -167,14 +180,8 @@ def write_mini_corpus(
     n_icl: int,
     verbmem_prompt_words: int,
     verbmem_gt_words: int,
-) -> Path:
-    """Write a deterministic fictional corpus in the MUSE layout; return the folder.
-
-    Same arguments give byte-identical files. The folder holds one JSON Lines file per
-    split (``raw/forget.jsonl`` ...), a README.md whose front matter declares the configs
-    (so :func:`quail_repro.data.muse.load_muse` reads it through ``datasets``), and
-    ``corpus.json`` (arguments, counts, entity names, content hash).
-    """
+) -> GeneratedCorpus:
+    """The corpus :func:`write_mini_corpus` writes, in memory. Same arguments, same records."""
     args = dict(style=style, seed=seed, n_forget=n_forget, n_retain1=n_retain1, n_retain2=n_retain2,
                 n_holdout=n_holdout, qa_per_entity=qa_per_entity, n_icl=n_icl,
                 verbmem_prompt_words=verbmem_prompt_words, verbmem_gt_words=verbmem_gt_words)
@@ -205,6 +212,21 @@ def write_mini_corpus(
         ("privleak", "holdout"): [{"text": e.article} for e in entities["holdout"]],
     }
     assert set(data) == {(sub, sp) for sub, (sps, _) in MUSE_LAYOUT.items() for sp in sps}
+    return GeneratedCorpus(style=st, args=args, records=data,
+                           entities={split: [e.name for e in ents] for split, ents in entities.items()})
+
+
+def write_mini_corpus(out_dir: str | Path, **args) -> Path:
+    """Write :func:`generate_mini_corpus`'s corpus (same keyword arguments) in the MUSE
+    layout; return the folder.
+
+    Same arguments give byte-identical files. The folder holds one JSON Lines file per
+    split (``raw/forget.jsonl`` ...), a README.md whose front matter declares the configs
+    (so :func:`quail_repro.data.muse.load_muse` reads it through ``datasets``), and
+    ``corpus.json`` (arguments, counts, entity names, content hash).
+    """
+    corpus = generate_mini_corpus(**args)
+    st, args, data = corpus.style, corpus.args, corpus.records
 
     out = Path(out_dir)
     files: dict[str, bytes] = {}
@@ -233,7 +255,7 @@ def write_mini_corpus(
             **{f"raw/{s}": sum(len(r["text"].split()) for r in data["raw", s])
                for s in ("forget", "retain1", "retain2", "holdout")},
         },
-        "entities": {split: [e.name for e in ents] for split, ents in entities.items()},
+        "entities": corpus.entities,
         "privleak_retain_from": "retain2",
         "icl_from": "retain1",
         "sha256": digest.hexdigest(),

@@ -7,9 +7,7 @@ hash of the config that made it.
 """
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,7 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from quail_repro.cache import Cache, to_plain
-from quail_repro.data.mini_corpus import write_mini_corpus
+from quail_repro.data.mini_corpus import generate_mini_corpus
 from quail_repro.models.base import ModelRef, resolve_dtype
 from quail_repro.train import LMTrainConfig, pack, tokenize_docs, train_lm
 
@@ -39,11 +37,10 @@ def generic_texts(base: dict) -> list[str]:
     """Generic pretraining text: articles and QA sheets of towns (or characters) generated
     from another seed, so none are the corpus's own entities or facts. (An invented name
     may coincide by chance; its facts are drawn independently, so nothing leaks.)"""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = write_mini_corpus(tmp, style=base["style"], seed=base["corpus_seed"], n_forget=1,
-                                n_retain1=base["n_entities"], n_retain2=1, n_holdout=1, qa_per_entity=4,
-                                n_icl=1, verbmem_prompt_words=10, verbmem_gt_words=10)
-        return [json.loads(line)["text"] for line in (out / "raw" / "retain1.jsonl").read_text().splitlines()]
+    corpus = generate_mini_corpus(style=base["style"], seed=base["corpus_seed"], n_forget=1,
+                                  n_retain1=base["n_entities"], n_retain2=1, n_holdout=1, qa_per_entity=4,
+                                  n_icl=1, verbmem_prompt_words=10, verbmem_gt_words=10)
+    return corpus.texts("retain1")
 
 
 class TinyLlama:
