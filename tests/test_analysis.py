@@ -16,12 +16,15 @@ from quail_repro.analysis import (
     quantizer_codes,
 )
 from quail_repro.errors import ConfigError
-from quail_repro.quant import RTN, BitsAndBytes, FullPrecision, bnb_4bit_codes, bnb_int8_codes, rtn_codes
+from quail_repro.quant import (RTN, BitsAndBytes4bit, BitsAndBytes8bit, FullPrecision, bnb_4bit_codes, bnb_int8_codes,
+                               rtn_codes)
 
 RTN4 = RTN(name="rtn_int4", bits=4, group_size=32, symmetric=False)
-NF4 = BitsAndBytes(name="bnb_nf4", bits=4, quant_type="nf4", compute_dtype="float32", double_quant=False, blocksize=64)
-FP4 = BitsAndBytes(name="bnb_fp4", bits=4, quant_type="fp4", compute_dtype="float32", double_quant=False, blocksize=64)
-INT8 = BitsAndBytes(name="bnb_int8", bits=8, int8_threshold=6.0)
+NF4 = BitsAndBytes4bit(name="bnb_nf4", bits=4, quant_type="nf4", compute_dtype="float32", double_quant=False,
+                       blocksize=64)
+FP4 = BitsAndBytes4bit(name="bnb_fp4", bits=4, quant_type="fp4", compute_dtype="float32", double_quant=False,
+                       blocksize=64)
+INT8 = BitsAndBytes8bit(name="bnb_int8", bits=8, int8_threshold=6.0)
 
 
 def _randn(*shape, seed=0):

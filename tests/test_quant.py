@@ -26,6 +26,8 @@ from quail_repro.errors import ConfigError, QuantizerUnavailable  # noqa: E402
 from quail_repro.quant import (  # noqa: E402
     RTN,
     BitsAndBytes,
+    BitsAndBytes4bit,
+    BitsAndBytes8bit,
     FullPrecision,
     bnb_4bit_code_table,
     bnb_4bit_codes,
@@ -242,11 +244,12 @@ def test_rtn_skips_tied_embeddings():
     assert torch.equal(model.model.embed_tokens.weight, before)
 
 
+_FP32_64 = dict(bits=4, compute_dtype="float32", blocksize=64)
 BNB_CASES = {
-    "nf4": dict(bits=4, quant_type="nf4", compute_dtype="float32", double_quant=False, blocksize=64),
-    "fp4": dict(bits=4, quant_type="fp4", compute_dtype="float32", double_quant=False, blocksize=64),
-    "fp4_dq": dict(bits=4, quant_type="fp4", compute_dtype="float32", double_quant=True, blocksize=64),
-    "int8": dict(bits=8, int8_threshold=6.0),
+    "nf4": (BitsAndBytes4bit, dict(quant_type="nf4", double_quant=False, **_FP32_64)),
+    "fp4": (BitsAndBytes4bit, dict(quant_type="fp4", double_quant=False, **_FP32_64)),
+    "fp4_dq": (BitsAndBytes4bit, dict(quant_type="fp4", double_quant=True, **_FP32_64)),
+    "int8": (BitsAndBytes8bit, dict(bits=8, int8_threshold=6.0)),
 }
 
 
@@ -255,7 +258,8 @@ BNB_CASES = {
 def test_bnb_load_forward_generate(tiny_path, fp_model, tokens, fp_logits, case, device):
     import bitsandbytes as bnb
 
-    quantizer = BitsAndBytes(name=f"bnb_{case}", **BNB_CASES[case])
+    cls, kwargs = BNB_CASES[case]
+    quantizer = cls(name=f"bnb_{case}", **kwargs)
     model = quantizer.load(tiny_path, dtype=torch.float32, device=device)
     assert not model.training
     expected = {name for name, _ in quantizable_linears(fp_model)}
@@ -301,7 +305,7 @@ def test_bnb_load_forward_generate(tiny_path, fp_model, tokens, fp_logits, case,
 def test_bnb_cpu_4bit_computes_in_compute_dtype(tiny_path, tokens, quant_type):
     """With cpu_bf16_kernel off, the CPU 4-bit forward is dequantize + fp32 matmul: equal to
     a full-precision model whose Linear weights were replaced by their 4-bit values."""
-    q = BitsAndBytes(
+    q = BitsAndBytes4bit(
         name="b", bits=4, quant_type=quant_type, compute_dtype="float32", double_quant=False, blocksize=64
     )
     model = q.load(tiny_path, dtype=torch.float32, device="cpu")
@@ -378,6 +382,7 @@ def test_bnb_int8_codes_buckets():
 # --------------------------------------------------------------------------------------
 
 GOOD_4BIT = dict(name="b", bits=4, quant_type="nf4", compute_dtype="float32", double_quant=False, blocksize=64)
+GOOD_8BIT = dict(name="b8", bits=8, int8_threshold=6.0)
 
 
 @pytest.mark.parametrize(
@@ -410,34 +415,61 @@ def test_rtn_group_size_must_divide(tiny_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs,option",
+    "cls,kwargs,option",
     [
-        (dict(bits=3), "bits"),
-        (dict(bits=16), "bits"),
-        (dict(quant_type="int4"), "quant_type"),
-        (dict(quant_type=None), "quant_type"),
-        (dict(compute_dtype="float64"), "compute_dtype"),
-        (dict(double_quant="no"), "double_quant"),
-        (dict(blocksize=128), "blocksize"),
-        (dict(blocksize=None), "blocksize"),
-        (dict(int8_threshold=6.0), "int8_threshold"),
-        (dict(bits=8), "quant_type"),  # 4-bit options must be null for 8-bit
-        (dict(bits=8, quant_type=None, compute_dtype=None, double_quant=None, blocksize=None), "int8_threshold"),
-        (
-            dict(bits=8, quant_type=None, compute_dtype=None, double_quant=None, blocksize=None, int8_threshold=-1),
-            "int8_threshold",
-        ),
-        (dict(cpu_bf16_kernel=1), "cpu_bf16_kernel"),
+        (BitsAndBytes4bit, dict(bits=3), "bits"),
+        (BitsAndBytes4bit, dict(bits=16), "bits"),
+        (BitsAndBytes4bit, dict(bits=8), "bits"),  # 8-bit is the other class
+        (BitsAndBytes4bit, dict(quant_type="int4"), "quant_type"),
+        (BitsAndBytes4bit, dict(quant_type=None), "quant_type"),
+        (BitsAndBytes4bit, dict(compute_dtype="float64"), "compute_dtype"),
+        (BitsAndBytes4bit, dict(double_quant="no"), "double_quant"),
+        (BitsAndBytes4bit, dict(blocksize=128), "blocksize"),
+        (BitsAndBytes4bit, dict(blocksize=None), "blocksize"),
+        (BitsAndBytes4bit, dict(cpu_bf16_kernel=1), "cpu_bf16_kernel"),
+        (BitsAndBytes8bit, dict(bits=4), "bits"),
+        (BitsAndBytes8bit, dict(int8_threshold=None), "int8_threshold"),
+        (BitsAndBytes8bit, dict(int8_threshold=-1), "int8_threshold"),
     ],
 )
-def test_bnb_config_errors(kwargs, option):
+def test_bnb_config_errors(cls, kwargs, option):
+    good = GOOD_4BIT if cls is BitsAndBytes4bit else GOOD_8BIT
     with pytest.raises(ConfigError, match=option):
-        BitsAndBytes(**(GOOD_4BIT | kwargs))
+        cls(**(good | kwargs))
+
+
+@pytest.mark.parametrize(
+    "cls,kwargs,option",
+    [
+        (BitsAndBytes4bit, dict(int8_threshold=6.0), "int8_threshold"),
+        (BitsAndBytes8bit, dict(quant_type="nf4"), "quant_type"),
+        (BitsAndBytes8bit, dict(compute_dtype="float32"), "compute_dtype"),
+        (BitsAndBytes8bit, dict(cpu_bf16_kernel=False), "cpu_bf16_kernel"),
+    ],
+)
+def test_bnb_rejects_the_other_widths_options(cls, kwargs, option):
+    """An option of the other bit width is an error, never silently ignored."""
+    good = GOOD_4BIT if cls is BitsAndBytes4bit else GOOD_8BIT
+    with pytest.raises(TypeError, match=option):
+        cls(**(good | kwargs))
+
+
+def test_bnb_errors_name_option_value_and_choices():
+    with pytest.raises(ConfigError, match=r"'quant_type' must be one of \('nf4', 'fp4'\), got 'int4'"):
+        BitsAndBytes4bit(**(GOOD_4BIT | {"quant_type": "int4"}))
+    with pytest.raises(ConfigError, match=r"'compute_dtype' must be one of .*'float32'.*, got 'float64'"):
+        BitsAndBytes4bit(**(GOOD_4BIT | {"compute_dtype": "float64"}))
+    with pytest.raises(ConfigError, match=r"BitsAndBytes4bit option 'bits' must be 4, got 8"):
+        BitsAndBytes4bit(**(GOOD_4BIT | {"bits": 8}))
+    with pytest.raises(ConfigError, match=r"'int8_threshold' must be a number >= 0, got -1"):
+        BitsAndBytes8bit(**(GOOD_8BIT | {"int8_threshold": -1}))
+    with pytest.raises(TypeError):  # the shared base is not a quantizer of its own
+        BitsAndBytes(name="b", bits=4)
 
 
 def test_blocksize_error_says_why():
     with pytest.raises(ConfigError, match="BitsAndBytesConfig has no blocksize"):
-        BitsAndBytes(**(GOOD_4BIT | {"blocksize": 32}))
+        BitsAndBytes4bit(**(GOOD_4BIT | {"blocksize": 32}))
 
 
 def test_instantiate_from_hydra_configs():
@@ -453,12 +485,11 @@ def test_instantiate_from_hydra_configs():
             "group_size": 128,
             "symmetric": False,
         },
-        "bnb_fp4": {"_target_": "quail_repro.quant.BitsAndBytes", "name": "bnb_fp4", "bits": 4, "quant_type": "fp4",
-                    "compute_dtype": "float32", "double_quant": False, "blocksize": 64, "int8_threshold": None,
+        "bnb_fp4": {"_target_": "quail_repro.quant.BitsAndBytes4bit", "name": "bnb_fp4", "bits": 4,
+                    "quant_type": "fp4", "compute_dtype": "float32", "double_quant": False, "blocksize": 64,
                     "cpu_bf16_kernel": False},
-        "bnb_int8": {"_target_": "quail_repro.quant.BitsAndBytes", "name": "bnb_int8", "bits": 8, "quant_type": None,
-                     "compute_dtype": None, "double_quant": None, "blocksize": None, "int8_threshold": 6.0,
-                     "cpu_bf16_kernel": False},
+        "bnb_int8": {"_target_": "quail_repro.quant.BitsAndBytes8bit", "name": "bnb_int8", "bits": 8,
+                     "int8_threshold": 6.0},
     }
     for name, cfg in configs.items():
         quantizer = instantiate(OmegaConf.create(cfg))
@@ -478,26 +509,26 @@ def test_instantiate_from_hydra_configs():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
 def test_bnb_unavailable_device(tiny_path):
     with pytest.raises(QuantizerUnavailable, match="CUDA"):
-        BitsAndBytes(**GOOD_4BIT).load(tiny_path, dtype=torch.float32, device="cuda")
+        BitsAndBytes4bit(**GOOD_4BIT).load(tiny_path, dtype=torch.float32, device="cuda")
 
 
 def test_bnb_missing_library(tiny_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import raises ImportError
     with pytest.raises(QuantizerUnavailable, match="bitsandbytes cannot be imported"):
-        BitsAndBytes(**GOOD_4BIT).load(tiny_path, dtype=torch.float32, device="cpu")
+        BitsAndBytes4bit(**GOOD_4BIT).load(tiny_path, dtype=torch.float32, device="cpu")
 
 
 def test_verify_rejects_an_unquantized_model(fp_model):
     """A load that quantized nothing (a silent no-op) must not pass as 4-bit or 8-bit."""
-    for kwargs in (GOOD_4BIT, dict(name="b8", bits=8, int8_threshold=6.0)):
+    for cls, kwargs in ((BitsAndBytes4bit, GOOD_4BIT), (BitsAndBytes8bit, GOOD_8BIT)):
         with pytest.raises(QuantizerUnavailable, match="left as Linear, not quantized"):
-            BitsAndBytes(**kwargs).verify(fp_model)
+            cls(**kwargs).verify(fp_model)
 
 
 def test_int8_cast_warning_filtered_other_messages_kept(tiny_path, tokens, caplog):
     import logging
 
-    model = BitsAndBytes(name="b8", bits=8, int8_threshold=6.0).load(tiny_path, dtype=torch.float32, device="cpu")
+    model = BitsAndBytes8bit(**GOOD_8BIT).load(tiny_path, dtype=torch.float32, device="cpu")
     with caplog.at_level(logging.WARNING):
         with torch.no_grad():
             model(tokens)
@@ -510,7 +541,7 @@ def test_bf16_loads(tiny_path, tokens):
     rtn = RTN(name="r", bits=4, group_size=GROUP, symmetric=False).load(tiny_path, dtype=torch.bfloat16, device="cpu")
     assert rtn.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
     assert _groups_unique_max(rtn.model.layers[0].mlp.up_proj.weight.float(), GROUP) <= 16
-    q = BitsAndBytes(name="b", bits=4, quant_type="nf4", compute_dtype="bfloat16", double_quant=True, blocksize=64)
+    q = BitsAndBytes4bit(name="b", bits=4, quant_type="nf4", compute_dtype="bfloat16", double_quant=True, blocksize=64)
     model = q.load(tiny_path, dtype=torch.bfloat16, device="cpu")
     assert model.lm_head.weight.dtype == torch.bfloat16
     with torch.no_grad():

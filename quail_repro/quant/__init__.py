@@ -4,8 +4,9 @@ Quantizers (built from Hydra configs with ``_target_``):
 
 * ``FullPrecision(name="none")``
 * ``RTN(name, bits, group_size, symmetric)``: pure-torch round-to-nearest fake quantization
-* ``BitsAndBytes(name, bits, quant_type, compute_dtype, double_quant, blocksize,
-  int8_threshold, cpu_bf16_kernel)``: real bitsandbytes at load time
+* ``BitsAndBytes4bit(name, quant_type, compute_dtype, double_quant, blocksize,
+  cpu_bf16_kernel)`` and ``BitsAndBytes8bit(name, int8_threshold)``: real bitsandbytes at
+  load time (both subclasses of ``BitsAndBytes``; ``bits`` optional, must match)
 
 Each has ``load(path, *, dtype, device) -> model`` and ``describe() -> dict``.
 The RTN and bitsandbytes code functions below serve bucket-overlap analyses.
@@ -15,6 +16,8 @@ bitsandbytes itself is imported only when a bitsandbytes function is called.
 from .base import FullPrecision, Quantizer, as_dtype, load_full_precision, quantizable_linears, skipped_linears
 from .bnb import (
     BitsAndBytes,
+    BitsAndBytes4bit,
+    BitsAndBytes8bit,
     bnb_4bit_code_table,
     bnb_4bit_codes,
     bnb_4bit_dequantize,
@@ -29,6 +32,8 @@ __all__ = [
     "FullPrecision",
     "RTN",
     "BitsAndBytes",
+    "BitsAndBytes4bit",
+    "BitsAndBytes8bit",
     "as_dtype",
     "load_full_precision",
     "quantizable_linears",
