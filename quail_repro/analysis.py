@@ -121,15 +121,16 @@ def _abs_dw(w0: Tensor, w1: Tensor) -> Tensor:
     return (w1.float() - w0.float()).abs().flatten()
 
 
-def bucket_analysis(
+def analyse_buckets(
     target_state: dict[str, Tensor],
     unlearned_state: dict[str, Tensor],
     layer_names: list[str],
     quantizer,
     *,
     dtype: torch.dtype | str | None = None,
-) -> dict[str, Any]:
-    """Bucket overlap and |dw| statistics over ``layer_names`` (see the module doc).
+) -> tuple[dict[str, Any], Tensor]:
+    """Bucket overlap and |dw| statistics over ``layer_names`` (see the module doc), and
+    |dw| / Delta per weight (target's Delta, float32 on CPU), from one quantization pass.
 
     |dw| is the update as stored (float32 difference); codes are taken after casting to
     ``dtype`` when given (see quantizer_codes). Returns bucket_overlap, value_overlap,
@@ -141,7 +142,7 @@ def bucket_analysis(
     """
     if not layer_names:
         raise ValueError("bucket_analysis: no layers to analyse")
-    per_layer, all_dw, all_step = {}, [], []
+    per_layer, all_dw, all_step, ratios = {}, [], [], []
     n = same_code = same_value = below = 0
     overall, flipped = _Transfer(), _Transfer()
     for name in layer_names:
@@ -166,9 +167,10 @@ def bucket_analysis(
         n, same_code, same_value, below = n + dw.numel(), same_code + k_code, same_value + k_value, below + k_below
         all_dw.append(dw)
         all_step.append(step)
+        ratios.append(dw / step)
     dw = torch.cat(all_dw).numpy()
     median, p99 = np.quantile(dw, [0.5, 0.99])
-    return {
+    stats = {
         "bucket_overlap": same_code / n,
         "value_overlap": same_value / n,
         "median_abs_dw": float(median),
@@ -182,6 +184,13 @@ def bucket_analysis(
         **{f"{k}_flipped": v for k, v in flipped.summary().items()},
         "per_layer": per_layer,
     }
+    return stats, torch.cat(ratios)
+
+
+def bucket_analysis(target_state: dict[str, Tensor], unlearned_state: dict[str, Tensor], layer_names: list[str],
+                    quantizer, *, dtype: torch.dtype | str | None = None) -> dict[str, Any]:
+    """The statistics of analyse_buckets."""
+    return analyse_buckets(target_state, unlearned_state, layer_names, quantizer, dtype=dtype)[0]
 
 
 class _Transfer:
@@ -208,21 +217,10 @@ class _Transfer:
         return {"transfer_coef": coef, "transfer_cos": cos}
 
 
-def dw_over_step(
-    target_state: dict[str, Tensor],
-    unlearned_state: dict[str, Tensor],
-    layer_names: list[str],
-    quantizer,
-    *,
-    dtype: torch.dtype | str | None = None,
-) -> Tensor:
-    """|dw| / Delta (target's Delta) for every weight of ``layer_names``, float32 on CPU."""
-    ratios = []
-    for name in layer_names:
-        w0, w1 = _pair(target_state, unlearned_state, name)
-        _, step = quantizer_codes(quantizer, w0, dtype=dtype)
-        ratios.append((_abs_dw(w0, w1) / step.flatten().float()).cpu())
-    return torch.cat(ratios)
+def dw_over_step(target_state: dict[str, Tensor], unlearned_state: dict[str, Tensor], layer_names: list[str],
+                 quantizer, *, dtype: torch.dtype | str | None = None) -> Tensor:
+    """|dw| / Delta of analyse_buckets: every weight of ``layer_names``, float32 on CPU."""
+    return analyse_buckets(target_state, unlearned_state, layer_names, quantizer, dtype=dtype)[1]
 
 
 # -- plots -------------------------------------------------------------------------------

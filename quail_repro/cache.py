@@ -21,21 +21,29 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-#: bump when a code change makes old cache entries wrong
-CACHE_VERSION = 1
+#: bump when a code change makes old cache entries wrong or changes how keys are made
+#: (2: nested config nodes are resolved before hashing; ``${seed}`` was hashed as that string)
+CACHE_VERSION = 2
 COMPLETE = ".complete"
 SPEC = "spec.json"
 
 
 def to_plain(obj: Any) -> Any:
+    """Plain JSON-able values, every config node (at any depth) resolved: an unresolved
+    ``${seed}`` must never stand in a key for the seed it names."""
     if isinstance(obj, (DictConfig, ListConfig)):
         return OmegaConf.to_container(obj, resolve=True)
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
     return obj
 
 
 def config_hash(spec: Any) -> str:
-    """Stable short hash of a JSON-able spec (dict order does not matter)."""
-    text = json.dumps(to_plain(spec), sort_keys=True, default=str)
+    """Stable short hash of a JSON-able spec (dict order does not matter; a value JSON
+    cannot hold is a TypeError, not a silent str())."""
+    text = json.dumps(to_plain(spec), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -78,7 +86,7 @@ class Cache:
             tmp.mkdir(parents=True)
             try:
                 build(tmp)
-                (tmp / SPEC).write_text(json.dumps(to_plain(spec), indent=2, sort_keys=True, default=str))
+                (tmp / SPEC).write_text(json.dumps(to_plain(spec), indent=2, sort_keys=True))
                 (tmp / COMPLETE).touch()
                 if entry.exists():  # leftover of a crashed build without the marker
                     shutil.rmtree(entry)

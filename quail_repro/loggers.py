@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from quail_repro.results import METRICS, Results
+
 log = logging.getLogger(__name__)
 
 #: generation columns per metric: the item field shown as "input", and the score field
@@ -34,6 +36,27 @@ def generation_rows(generations: dict[str, dict]) -> list[list]:
                 rows.append([precision, metric, i, item.get(question), item.get(reference),
                              item.get("output"), item.get("rougeL")])
     return rows
+
+
+def log_run(logger, results: Results, history: list[dict], generations: dict[str, dict],
+            figures: dict[str, Path]) -> None:
+    """Everything a finished (or failed) run has, as the tracker's metrics, tables and images.
+
+    Names are read from the results schema: ``eval/PRECISION/METRIC``, ``recovery/...``,
+    ``analysis/...`` and the unlearning curve as ``unlearn/PART`` per step.
+    """
+    for row in history:
+        logger.log_metrics({f"unlearn/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
+    for q, m in results.metrics.items():
+        if m.ok:
+            logger.log_metrics({f"eval/{q}/{k}": m.get(k) for k in (*METRICS, "privleak_auc")})
+    if generations:
+        logger.log_table("generations", GENERATION_COLUMNS, generation_rows(generations))
+    for q, ratios in results.recovery.items():
+        logger.log_metrics({f"recovery/{q}/{k}": v for k, v in ratios.items() if v is not None})
+    for q, stats in results.analysis.items():
+        logger.log_metrics({f"analysis/{q}/{k}": v for k, v in stats.items()})
+    logger.log_images(figures)
 
 
 def sweep_group(experiment: str | None, sweep_dir: str | Path) -> str:
@@ -77,7 +100,7 @@ class NullLogger:
     def log_artifact(self, name: str, type: str, paths: list[str | Path]) -> None:
         pass
 
-    def finish(self, results: dict[str, Any]) -> None:
+    def finish(self, results: Results) -> None:
         pass
 
     def sync_hint(self) -> str:
@@ -140,14 +163,15 @@ class WandbLogger(NullLogger):
                 artifact.add_file(str(p))
         self.run.log_artifact(artifact)
 
-    def finish(self, results: dict[str, Any]) -> None:
+    def finish(self, results: Results) -> None:
         if self.run is None:
             return
-        self.run.summary["status"] = results.get("status")
+        summary = results.to_dict()
+        self.run.summary["status"] = results.status
         for key in ("error", "unlearning", "privleak_auc_retrain"):
-            if results.get(key) is not None:
-                self.run.summary[key] = results[key]
-        self.run.finish(exit_code=1 if results.get("status") == "failed" else 0)
+            if summary.get(key) is not None:
+                self.run.summary[key] = summary[key]
+        self.run.finish(exit_code=1 if results.status == "failed" else 0)
         self.run = None
 
     def sync_hint(self) -> str:

@@ -92,12 +92,25 @@ def logit_distance(logits: torch.Tensor, ref_logits: torch.Tensor, kind: str) ->
 
 
 def logit_hinge(logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor,
-                margin: float, kind: str = "l2") -> torch.Tensor:
+                margin: float, kind: str) -> torch.Tensor:
     """QUAIL's hinge: mean over forget tokens of max(0, margin - d(z_theta, z_0)).
 
     Zero once every token's logits are at least ``margin`` away from the original
     model's; inside the margin it pushes them apart linearly.
     """
+    return hinge_and_activity(logits, ref_logits, targets, margin, kind)[0]
+
+
+def hinge_and_activity(logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor,
+                       margin: float, kind: str) -> tuple[torch.Tensor, float]:
+    """The hinge, and the share of forget tokens where it has a gradient: 0 < d < margin.
+
+    At d = 0 (the first step, before any update) every distance here has a zero
+    gradient, so a hinge that is positive only there never changes the model.
+    """
     mask = targets != IGNORE_INDEX
-    per_token = torch.relu(margin - logit_distance(logits, ref_logits, kind))
-    return (per_token * mask).sum() / mask.sum().clamp_min(1)
+    distance = logit_distance(logits, ref_logits, kind)
+    per_token = torch.relu(margin - distance)
+    n_tokens = mask.sum().clamp_min(1)
+    active = ((distance > 0) & (distance < margin) & mask).sum() / n_tokens
+    return (per_token * mask).sum() / n_tokens, float(active)

@@ -121,7 +121,9 @@ class Results:
         return None if stats.get("status") == "failed" else stats.get(key)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if not (k in ("error", "unlearning") and v is None)}
+        # sections a run does not have (no error, no unlearning, a target row's analysis) are left out
+        optional = ("error", "unlearning", "recovery", "recovery_items", "analysis")
+        out = {k: v for k, v in asdict(self).items() if not (k in optional and not v)}
         out["metrics"] = {q: m.to_dict() for q, m in self.metrics.items()}
         if self.unlearning is not None:
             out["unlearning"] = _without_none(asdict(self.unlearning))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from tqdm.auto import tqdm
@@ -87,17 +87,63 @@ def round_params_to_bf16(model) -> None:
             p.copy_(p.to(torch.bfloat16).to(p.dtype))
 
 
-@dataclass
+PARAM_DTYPES = ("float32", "bfloat16_emulated", "native")
+
+
+def _check_positive(option: str, value, integer: bool, allow_none: bool = False):
+    if value is None and allow_none:
+        return
+    ok = (isinstance(value, int) and not isinstance(value, bool)) if integer else isinstance(value, (int, float))
+    if not ok or not math.isfinite(value) or value <= 0:
+        kind = "a positive integer" if integer else "a positive finite number"
+        raise ConfigError(f"{option}={value!r}: must be {kind}" + (" or null" if allow_none else ""))
+
+
+@dataclass(frozen=True)
 class LMTrainConfig:
+    """model.train (conf/model/*.yaml): every field required, the values live in the config."""
     epochs: int
     lr: float
     batch_size: int
     seq_len: int
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    min_lr_ratio: float = 0.1
-    seed: int = 0
-    max_abs_loss: float | None = None
+    warmup_steps: int
+    weight_decay: float
+    min_lr_ratio: float
+    seed: int
+    max_abs_loss: float | None
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "seq_len"):
+            _check_positive(f"model.train.{name}", getattr(self, name), integer=True)
+        _check_positive("model.train.lr", self.lr, integer=False)
+
+
+@dataclass(frozen=True)
+class UnlearnConfig:
+    """The optimisation settings of conf/method/*.yaml; every field required."""
+    lr: float
+    epochs: int
+    batch_size: int
+    max_steps: int | None
+    seed: int
+    weight_decay: float
+    grad_clip: float | None
+    max_abs_loss: float | None
+    param_dtype: str  # float32 | bfloat16_emulated (round to bf16 after each step) | native
+
+    def __post_init__(self):
+        if self.param_dtype not in PARAM_DTYPES:
+            raise ConfigError(f"method.param_dtype={self.param_dtype!r}: choose one of {list(PARAM_DTYPES)}")
+        _check_positive("method.lr", self.lr, integer=False)
+        for name in ("epochs", "batch_size"):
+            _check_positive(f"method.{name}", getattr(self, name), integer=True)
+        _check_positive("method.max_steps", self.max_steps, integer=True, allow_none=True)
+        _check_positive("method.grad_clip", self.grad_clip, integer=False, allow_none=True)
+        _check_positive("method.max_abs_loss", self.max_abs_loss, integer=False, allow_none=True)
+
+    @classmethod
+    def from_method(cls, method_cfg) -> "UnlearnConfig":
+        return cls(**{f.name: method_cfg[f.name] for f in fields(cls)})
 
 
 def _epoch_blocks(docs: list[list[int]], cfg: "LMTrainConfig", generator: torch.Generator):
@@ -140,29 +186,22 @@ def train_lm(model, docs: list[list[int]], cfg: LMTrainConfig, desc: str = "trai
 
 
 def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Tensor,
-            retain_blocks: torch.Tensor | None, *, lr: float, epochs: int, batch_size: int,
-            max_steps: int | None = None, seed: int = 0, weight_decay: float = 0.0,
-            grad_clip: float | None = None, max_abs_loss: float | None = None,
-            param_dtype: str = "float32", desc: str = "unlearn") -> list[dict[str, float]]:
+            retain_blocks: torch.Tensor | None, cfg: UnlearnConfig, desc: str = "unlearn") -> list[dict[str, float]]:
     """Unlearning with AdamW at a constant learning rate and no warmup (as MUSE and [1]).
 
     One step = one forget batch (+ one retain batch, cycled, if the method has a
-    retain term). ``epochs`` counts passes over the forget set; ``max_steps`` caps them.
+    retain term). ``cfg.epochs`` counts passes over the forget set; ``cfg.max_steps`` caps them.
     """
-    if param_dtype not in ("float32", "bfloat16_emulated", "native"):
-        raise ConfigError(f"method.param_dtype={param_dtype!r}: choose float32, bfloat16_emulated or native")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"method.lr={lr}: must be a positive finite number")
     if method.uses_retain and retain_blocks is None:
         raise ConfigError("this method has a retain term but no retain data was given")
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    total = math.ceil(len(forget_blocks) / batch_size) * epochs
-    if max_steps is not None:
-        total = min(total, max_steps)
-    forget_iter = _batches(forget_blocks, batch_size, generator)
-    retain_iter = _batches(retain_blocks, batch_size, generator) if method.uses_retain else None
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    total = math.ceil(len(forget_blocks) / cfg.batch_size) * cfg.epochs
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    forget_iter = _batches(forget_blocks, cfg.batch_size, generator)
+    retain_iter = _batches(retain_blocks, cfg.batch_size, generator) if method.uses_retain else None
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     reference.eval()
     model.train()
     history = []
@@ -175,13 +214,13 @@ def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Ten
             rb = _batch(next(retain_iter), model.device)
             retain = (causal_outputs(model, rb), _reference_outputs(reference, rb, method.reference_on_retain))
         loss, parts = method.loss(forget, retain)
-        _check_finite(step, loss, max_abs_loss)
+        _check_finite(step, loss, cfg.max_abs_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        if param_dtype == "bfloat16_emulated":
+        if cfg.param_dtype == "bfloat16_emulated":
             round_params_to_bf16(model)
         history.append({"step": step, **parts})
         bar.set_postfix(loss=f"{parts['total']:.3f}")

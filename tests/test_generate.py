@@ -222,7 +222,7 @@ def _corpus():
 def _cfg(**over):
     cfg = OmegaConf.create({
         "verbmem": {"max_new_tokens": 12, "gt_max_tokens": 128, "max_items": None},
-        "knowmem": {"max_new_tokens": 8, "n_icl": 2, "max_items": None},
+        "knowmem": {"max_new_tokens": 8, "n_icl": 2, "max_items": None, "trailing_space": True},
         "privleak": {"k": 0.4, "max_length": 512, "max_items": None},
         "batch_size": 2,
         "decoding": {"do_sample": False, "temperature": 1.0, "seed": 0},
@@ -253,7 +253,7 @@ def test_evaluate_muse_end_to_end(model, tokenizer, monkeypatch):
     # KnowMem prompts: the first n_icl=2 pairs of the split's own ICL set, exact format.
     by_desc = {d: (p, n, s) for d, p, n, s in prompts_seen}
     icl_f = corpus.knowmem["forget_qa_icl"][:2]
-    assert by_desc["knowmem_f"][0] == [muse_eval.knowmem_prompt(icl_f, d["question"]) for d in QA]
+    assert by_desc["knowmem_f"][0] == [muse_eval.knowmem_prompt(icl_f, d["question"], trailing_space=True) for d in QA]
     assert by_desc["knowmem_f"][0][0] == (
         "Question: Where is the bridge?\nAnswer: Northfield\n\n"
         "Question: Who is deputy mayor?\nAnswer: Ann Lee\n\n"

@@ -93,7 +93,16 @@ def test_ga_is_minus_nll_and_ascends():
     (GA, False, False), (GA_GDR, False, False), (GA_KLR, False, True),
     (NPO, True, False), (NPO_GDR, True, False), (NPO_KLR, True, True)])
 def test_methods_declare_their_reference_needs(cls, needs_forget_ref, needs_retain_ref):
-    m = cls()
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from quail_repro.build import make
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        m = make(compose("config", overrides=[f"method={cls.__name__.lower()}"]).method.loss)
+    assert type(m) is cls
     assert m.reference_on_forget is needs_forget_ref
     assert m.reference_on_retain is needs_retain_ref
     assert m.uses_retain is (cls not in (GA, NPO))
@@ -152,21 +161,21 @@ def test_hinge_is_zero_beyond_the_margin_and_linear_inside():
     targets = torch.tensor([[0, 0]])
     far = z0.clone()
     far[..., 0] = 3.0                                      # l2 distance 3
-    assert losses.logit_hinge(far, z0, targets, margin=2.0).item() == 0.0
+    assert losses.logit_hinge(far, z0, targets, margin=2.0, kind="l2").item() == 0.0
     near = z0.clone()
     near[0, 0, 0], near[0, 1, 0] = 0.5, 1.5                # distances 0.5 and 1.5
-    assert losses.logit_hinge(near, z0, targets, margin=2.0).item() == pytest.approx((1.5 + 0.5) / 2)
+    assert losses.logit_hinge(near, z0, targets, margin=2.0, kind="l2").item() == pytest.approx((1.5 + 0.5) / 2)
     # linear inside: moving one token 0.25 closer adds 0.25 / 2 tokens
     nearer = near.clone()
     nearer[0, 0, 0] = 0.25
-    assert losses.logit_hinge(nearer, z0, targets, margin=2.0).item() == pytest.approx((1.75 + 0.5) / 2)
+    assert losses.logit_hinge(nearer, z0, targets, margin=2.0, kind="l2").item() == pytest.approx((1.75 + 0.5) / 2)
 
 
 def test_hinge_ignores_padding_and_pushes_logits_away():
     z0 = torch.zeros(1, 2, 3)
     z = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]]], requires_grad=True)
     targets = torch.tensor([[1, -100]])
-    h = losses.logit_hinge(z, z0, targets, margin=1.0)
+    h = losses.logit_hinge(z, z0, targets, margin=1.0, kind="l2")
     assert h.item() == pytest.approx(0.5)                  # only the first position counts
     h.backward()
     assert z.grad[0, 0, 0].item() < 0                      # descending grows the distance

@@ -1,10 +1,24 @@
 """QUAIL's auto margin: half the quantization step, computed by hand on a known weight."""
+from pathlib import Path
+
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from quail_repro.build import make
 from quail_repro.errors import ConfigError
-from quail_repro.pipeline import half_step, load_quant_config, make
+from quail_repro.stages import half_step
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def auto_margin_quantizer(name: str, *overrides: str):
+    """The auto-margin quantizer as quail's config composes it (conf/method_base/quail.yaml)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["method=quail", f"quant@method.auto_margin.quantizer={name}", *overrides])
+    return make(cfg.method.auto_margin.quantizer)
 
 
 def one_layer_model():
@@ -22,20 +36,18 @@ def one_layer_model():
 
 @pytest.mark.parametrize("aggregate", ["mean", "median", "max"])
 def test_auto_margin_is_half_the_rtn_step(aggregate):
-    quantizer = make(load_quant_config("rtn_int4"))
-    quantizer.group_size = 8
+    quantizer = auto_margin_quantizer("rtn_int4", "method.auto_margin.quantizer.group_size=8")
     assert half_step(one_layer_model(), quantizer, aggregate) == pytest.approx(0.05)
 
 
 def test_auto_margin_int8_step():
-    quantizer = make(load_quant_config("rtn_int8"))
-    quantizer.group_size = 8
+    quantizer = auto_margin_quantizer("rtn_int8", "method.auto_margin.quantizer.group_size=8")
     assert half_step(one_layer_model(), quantizer, "median") == pytest.approx(0.5 * 1.5 / 255)
 
 
 def test_bad_aggregate_and_unknown_quantizer_are_config_errors():
-    quantizer = make(load_quant_config("rtn_int4"))
+    quantizer = auto_margin_quantizer("rtn_int4")
     with pytest.raises(ConfigError, match="aggregate"):
         half_step(one_layer_model(), quantizer, "mode")
-    with pytest.raises(ConfigError, match="rtn_int5"):
-        load_quant_config("rtn_int5")
+    with pytest.raises((MissingConfigException, ConfigCompositionException), match="rtn_int5"):
+        auto_margin_quantizer("rtn_int5")

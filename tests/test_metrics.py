@@ -76,8 +76,8 @@ def test_knowmem_prompt_exact_format():
         "Question: Where is the plant?\nAnswer: Oakdale\n\n"
         "Question: What opened on Monday?\nAnswer: "
     )
-    assert knowmem_prompt(icl, "What opened on Monday?") == expected
-    assert knowmem_prompt([], "Q?") == "Question: Q?\nAnswer: "
+    assert knowmem_prompt(icl, "What opened on Monday?", trailing_space=True) == expected
+    assert knowmem_prompt([], "Q?", trailing_space=True) == "Question: Q?\nAnswer: "
 
 
 # ---------------------------------------------------------------- Min-K% Prob

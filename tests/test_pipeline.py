@@ -6,7 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from quail_repro.errors import ConfigError, DataError
-from quail_repro.pipeline import run, write_results
+from quail_repro.pipeline import run
+from quail_repro.results import PrecisionMetrics, Results, write_results
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 METRICS = {"verbmem_f", "knowmem_f", "knowmem_r", "privleak", "privleak_auc"}
@@ -15,6 +16,11 @@ METRICS = {"verbmem_f", "knowmem_f", "knowmem_r", "privleak", "privleak_auc"}
 def toy_cfg(cache, *overrides):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=["+experiment=toy", "device=cpu", f"paths.cache={cache}", *overrides])
+
+
+def run_dict(cfg, run_dir):
+    """run()'s Results as results.json holds them."""
+    return run(cfg, run_dir).to_dict()
 
 
 def cache_entries(cache: Path):
@@ -26,7 +32,7 @@ def toy_run(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     run_dir = tmp_path_factory.mktemp("run")
     cfg = toy_cfg(cache, "method=ga_gdr", "quant=[none,rtn_int4,bnb_nf4]")
-    return cache, run_dir, run(cfg, run_dir)
+    return cache, run_dir, run_dict(cfg, run_dir)
 
 
 def test_results_json_has_every_precision(toy_run):
@@ -61,14 +67,14 @@ def test_analysis_per_quantized_precision_with_figures(toy_run):
 
 def test_quail_records_its_auto_margin(toy_run, tmp_path):
     cache, _, _ = toy_run
-    res = run(toy_cfg(cache, "method=quail", "quant=[none]"), tmp_path)
+    res = run_dict(toy_cfg(cache, "method=quail", "quant=[none]"), tmp_path)
     assert res["status"] == "ok" and res["method"] == "quail"
     assert res["unlearning"]["margin"] > 0
 
 
 def test_recovery_ratio_by_its_definition(toy_run):
     cache, _, results = toy_run
-    target = run(toy_cfg(cache, "method=target", "quant=[none,rtn_int4,bnb_nf4]"), cache.parent / "target_row")
+    target = run_dict(toy_cfg(cache, "method=target", "quant=[none,rtn_int4,bnb_nf4]"), cache.parent / "target_row")
     assert list(results["recovery"]) == ["rtn_int4", "bnb_nf4"]
     for q in ("rtn_int4", "bnb_nf4"):
         for k in ("knowmem_f", "verbmem_f"):
@@ -78,10 +84,10 @@ def test_recovery_ratio_by_its_definition(toy_run):
 
 
 def test_the_printed_table_shows_every_precision_and_the_recovery(toy_run):
-    from quail_repro.pipeline import format_table
+    from quail_repro.results import format_table
 
     _, _, results = toy_run
-    text = format_table(results)
+    text = format_table(Results.from_dict(results))
     assert text.splitlines()[0] == "ga_gdr on mini_news (tiny_llama): ok"
     assert [line.split()[0] for line in text.splitlines()[2:5]] == ["none", "rtn_int4", "bnb_nf4"]
     assert text.splitlines()[-1].startswith("KnowMem-f recovery ratio: rtn_int4 ")
@@ -96,7 +102,7 @@ def test_every_stage_is_cached(toy_run):
 def test_second_run_reuses_everything(toy_run, tmp_path):
     cache, run_dir, first = toy_run
     before = cache_entries(cache)
-    again = run(toy_cfg(cache, "method=ga_gdr", "quant=[none,rtn_int4,bnb_nf4]"), tmp_path)
+    again = run_dict(toy_cfg(cache, "method=ga_gdr", "quant=[none,rtn_int4,bnb_nf4]"), tmp_path)
     assert cache_entries(cache) == before
     assert again["metrics"] == first["metrics"]
 
@@ -104,7 +110,7 @@ def test_second_run_reuses_everything(toy_run, tmp_path):
 def test_a_new_precision_reuses_the_unlearned_model(toy_run, tmp_path):
     cache, _, _ = toy_run
     before = cache_entries(cache)
-    run(toy_cfg(cache, "method=ga_gdr", "quant=[rtn_int8]"), tmp_path)
+    run_dict(toy_cfg(cache, "method=ga_gdr", "quant=[rtn_int8]"), tmp_path)
     added = sorted(set(cache_entries(cache)) - set(before))
     assert [a.split("-")[0] for a in added] == ["analysis", "eval"]
 
@@ -113,7 +119,7 @@ def test_target_and_retrain_rows_evaluate_without_unlearning(toy_run, tmp_path):
     cache, _, _ = toy_run
     unlearned_before = [n for n in cache_entries(cache) if n.startswith("unlearn-")]
     for method in ("target", "retrain"):
-        res = run(toy_cfg(cache, f"method={method}", "quant=[none,rtn_int4]"), tmp_path / method)
+        res = run_dict(toy_cfg(cache, f"method={method}", "quant=[none,rtn_int4]"), tmp_path / method)
         assert res["status"] == "ok" and res["method"] == method
         assert "analysis" not in res
     assert [n for n in cache_entries(cache) if n.startswith("unlearn-")] == unlearned_before
@@ -121,7 +127,7 @@ def test_target_and_retrain_rows_evaluate_without_unlearning(toy_run, tmp_path):
 
 def test_exploding_loss_is_recorded_as_diverged(toy_run, tmp_path):
     cache, _, _ = toy_run
-    res = run(toy_cfg(cache, "method=ga", "method.max_abs_loss=1e-6", "quant=[none]"), tmp_path)
+    res = run_dict(toy_cfg(cache, "method=ga", "method.max_abs_loss=1e-6", "quant=[none]"), tmp_path)
     assert res["status"] == "diverged"
     assert res["unlearning"]["step"] == 0 and "max_abs_loss" in res["unlearning"]["reason"]
     assert res["metrics"] == {}
@@ -131,14 +137,14 @@ def test_exploding_loss_is_recorded_as_diverged(toy_run, tmp_path):
 def test_nan_loss_is_recorded_as_diverged(toy_run, tmp_path):
     cache, _, _ = toy_run
     # a learning rate this large overflows the weights on the first step
-    res = run(toy_cfg(cache, "method=npo", "method.lr=1e30", "method.max_abs_loss=null", "quant=[none]"), tmp_path)
+    res = run_dict(toy_cfg(cache, "method=npo", "method.lr=1e30", "method.max_abs_loss=null", "quant=[none]"), tmp_path)
     assert res["status"] == "diverged"
     assert "not finite" in res["unlearning"]["reason"]
 
 
 def test_a_quantizer_that_cannot_run_is_recorded_and_others_still_evaluate(toy_run, tmp_path):
     cache, _, _ = toy_run
-    res = run(toy_cfg(cache, "method=ga_gdr", "quant=[none,bnb_nf4]", "quant.bnb_nf4.blocksize=128"), tmp_path)
+    res = run_dict(toy_cfg(cache, "method=ga_gdr", "quant=[none,bnb_nf4]", "quant.bnb_nf4.blocksize=128"), tmp_path)
     assert res["status"] == "partial"
     assert res["metrics"]["bnb_nf4"]["status"] == "failed"
     assert "blocksize" in res["metrics"]["bnb_nf4"]["error"]
@@ -158,12 +164,13 @@ def test_missing_dataset_fails_with_a_named_error(tmp_path):
 def test_a_bad_learning_rate_is_a_config_error(toy_run, tmp_path):
     cache, _, _ = toy_run
     with pytest.raises(ConfigError, match="method.lr"):
-        run(toy_cfg(cache, "method=ga", "method.lr=nan", "quant=[none]"), tmp_path)
+        run_dict(toy_cfg(cache, "method=ga", "method.lr=nan", "quant=[none]"), tmp_path)
 
 
 def test_a_failing_run_never_overwrites_finished_results(tmp_path):
-    write_results(tmp_path, {"status": "ok", "metrics": {"none": {"knowmem_f": 1.0}}})
-    path = write_results(tmp_path, {"status": "failed", "metrics": {}})
+    write_results(tmp_path, Results("tiny_llama", "mini_news", "ga", 0, status="ok",
+                                    metrics={"none": PrecisionMetrics(knowmem_f=1.0)}))
+    path = write_results(tmp_path, Results("tiny_llama", "mini_news", "ga", 0, status="failed"))
     assert path.name == "results.failed.json"
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "ok"
 
@@ -171,25 +178,25 @@ def test_a_failing_run_never_overwrites_finished_results(tmp_path):
 def test_base_stage_is_cached_and_target_and_retrain_start_from_it(tmp_path):
     cache = tmp_path / "cache"
     base = ["model.base.enabled=true", "model.base.n_entities=6", "model.base.train.epochs=1"]
-    run(toy_cfg(cache, *base, "method=target", "quant=[none]"), tmp_path / "a")
+    run_dict(toy_cfg(cache, *base, "method=target", "quant=[none]"), tmp_path / "a")
     bases = [n for n in cache_entries(cache) if n.startswith("base-")]
     assert len(bases) == 1
     for role in ("target", "retrain"):
         (entry,) = (cache / role).glob(f"{role}-*[0-9a-f]")
         assert json.loads((entry / "spec.json").read_text())["base"] == bases[0]
     trained = [n for n in cache_entries(cache) if n.split("-")[0] in ("base", "target", "retrain")]
-    run(toy_cfg(cache, *base, "method=retrain", "quant=[none]"), tmp_path / "b")
+    run_dict(toy_cfg(cache, *base, "method=retrain", "quant=[none]"), tmp_path / "b")
     assert [n for n in cache_entries(cache) if n.split("-")[0] in ("base", "target", "retrain")] == trained
 
 
 def test_a_crash_that_is_not_a_quail_error_is_recorded_as_failed(toy_run, tmp_path, monkeypatch):
     cache, _, _ = toy_run
 
-    def out_of_memory(self):
+    def out_of_memory(*args):
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr("quail_repro.pipeline.Pipeline.unlearned", out_of_memory)
+    monkeypatch.setattr("quail_repro.stages.unlearn", out_of_memory)
     with pytest.raises(RuntimeError):
-        run(toy_cfg(cache, "method=ga", "quant=[none]"), tmp_path)
+        run_dict(toy_cfg(cache, "method=ga", "quant=[none]"), tmp_path)
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["status"] == "failed" and res["error"] == "RuntimeError: CUDA out of memory" and res["method"] == "ga"

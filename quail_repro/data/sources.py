@@ -14,7 +14,7 @@ from quail_repro.data.mini_corpus import write_mini_corpus
 class MiniCorpus:
     """The embedded corpus, generated deterministically from its settings."""
 
-    def __init__(self, name: str, generator: dict, privleak_auc_retrain: float | None = None):
+    def __init__(self, name: str, generator: dict, privleak_auc_retrain: float | None):
         self.name = name
         self.generator = to_plain(generator)
         self.privleak_auc_retrain = privleak_auc_retrain
@@ -28,7 +28,7 @@ class MiniCorpus:
 class MuseSource:
     """Real MUSE data (hub id such as muse-bench/MUSE-News) or a local copy of its layout."""
 
-    def __init__(self, name: str, path: str, privleak_auc_retrain: float | None = None):
+    def __init__(self, name: str, path: str, privleak_auc_retrain: float | None):
         self.name, self.path = name, path
         self.privleak_auc_retrain = privleak_auc_retrain
 

@@ -112,3 +112,14 @@ def privleak(auc: float, auc_retrain: float) -> float:
     if auc_retrain <= 0.0:
         raise ValueError(f"privleak: auc_retrain must be > 0, got {auc_retrain}")
     return (auc - auc_retrain) / auc_retrain * 100.0
+
+
+def recovery_ratio(unlearned_full: float, unlearned_quant: float, target_quant: float) -> float | None:
+    """How much of what unlearning removed quantization gave back:
+    (unlearned at q - unlearned at full) / (target at q - unlearned at full).
+
+    1 = all of it (as far as the quantized target itself keeps it), 0 = nothing, negative =
+    quantization removed more. None where undefined (a zero denominator).
+    """
+    gap = target_quant - unlearned_full
+    return (unlearned_quant - unlearned_full) / gap if gap != 0 else None

@@ -6,8 +6,8 @@ attributes):
     knowmem:  {"forget_qa", "retain_qa", "forget_qa_icl", "retain_qa_icl"} -> list of
               {"question", "answer"}
     privleak: {"forget", "holdout", ...} -> list of str
-The config is a DictConfig, a dict or any attribute object with the fields of
-MUSE_DEFAULTS; a missing field takes MUSE's value from there.
+The config is ``cfg.eval`` (conf/eval/*.yaml): a DictConfig, a dict or any attribute
+object with the same fields. Every field is required; the values live in the config.
 """
 
 from __future__ import annotations
@@ -27,32 +27,22 @@ from quail_repro.eval.metrics import (
 )
 
 log = logging.getLogger(__name__)
-
-# MUSE's settings (science.md section 3); privleak.max_length is ours (MUSE scores the
-# whole text; None does the same here).
-MUSE_DEFAULTS: dict[str, Any] = {
-    "verbmem": {"max_new_tokens": 128, "gt_max_tokens": 128, "max_items": None},
-    "knowmem": {"max_new_tokens": 32, "n_icl": 10, "max_items": None, "trailing_space": True},
-    "privleak": {"k": 0.4, "max_length": 512, "max_items": None},
-    "batch_size": 8,
-    "decoding": {"do_sample": False, "temperature": 1.0, "seed": 0},
-    "max_prompt_tokens": None,
-    "progress": True,
-}
+_MISSING = object()
 
 
-def _get(obj: Any, key: str, default: Any) -> Any:
-    if obj is None:
-        return default
+def _get(obj: Any, key: str) -> Any:
     if isinstance(obj, Mapping):  # dict and omegaconf DictConfig
-        return obj.get(key, default)
-    return getattr(obj, key, default)
+        return obj.get(key, _MISSING)
+    return getattr(obj, key, _MISSING)
 
 
 def _opt(cfg: Any, section: str | None, key: str) -> Any:
-    if section is None:
-        return _get(cfg, key, MUSE_DEFAULTS[key])
-    return _get(_get(cfg, section, None), key, MUSE_DEFAULTS[section][key])
+    node = cfg if section is None else _get(cfg, section)
+    value = _MISSING if node is _MISSING or node is None else _get(node, key)
+    if value is _MISSING:
+        name = f"{section}.{key}" if section else key
+        raise ConfigError(f"eval option {name} is missing (see conf/eval/muse.yaml)")
+    return value
 
 
 def _int_opt(cfg: Any, section: str | None, key: str, *, minimum: int, allow_none: bool = False):
@@ -89,7 +79,7 @@ def _check_fields(items: list, fields: tuple[str, ...], where: str) -> None:
             raise DataError(f"{where}[{i}] lacks field(s) {missing}; expected {list(fields)}")
 
 
-def knowmem_prompt(icl: Sequence[Mapping[str, str]], question: str, trailing_space: bool = True) -> str:
+def knowmem_prompt(icl: Sequence[Mapping[str, str]], question: str, trailing_space: bool) -> str:
     """MUSE's few-shot QA prompt: each ICL pair as "Question: {q}\\nAnswer: {a}\\n\\n",
     then "Question: {question}\\nAnswer: ".
 
@@ -202,6 +192,22 @@ def _privleak_scores(model, tokenizer, corpus, cfg) -> dict[str, list[float]]:
             split_scores.append(min_k_percent_score(lp, k))
         scores[split] = split_scores
     return scores
+
+
+def check_eval_config(cfg) -> None:
+    """Every eval option, checked before any stage runs (a bad value fails in seconds)."""
+    for section, key, minimum, allow_none in (
+            ("verbmem", "max_new_tokens", 1, False), ("verbmem", "gt_max_tokens", 1, False),
+            ("verbmem", "max_items", 1, True), ("knowmem", "max_new_tokens", 1, False),
+            ("knowmem", "n_icl", 0, False), ("knowmem", "max_items", 1, True),
+            ("privleak", "max_length", 2, True), ("privleak", "max_items", 1, True),
+            (None, "batch_size", 1, False), (None, "max_prompt_tokens", 1, True)):
+        _int_opt(cfg, section, key, minimum=minimum, allow_none=allow_none)
+    if not 0.0 < float(_opt(cfg, "privleak", "k")) <= 1.0:
+        raise ConfigError(f"eval option privleak.k must be in (0, 1], got {_opt(cfg, 'privleak', 'k')}")
+    for section, key in (("knowmem", "trailing_space"), (None, "progress")):
+        _opt(cfg, section, key)
+    _decoding(cfg)
 
 
 def privleak_auc_of(model, tokenizer, corpus, cfg) -> float:

@@ -1,5 +1,8 @@
 """What every unlearning method shares: total loss = forget term + alpha * retain term.
 
+(``alpha`` belongs to the retain regularizers, methods/regularizers.py: a method without a
+retain term has none.)
+
 A method file only says how its terms differ. Terms receive ``Outputs`` (aligned
 logits and targets) of the model being unlearned and, when the method asks for it,
 of the frozen original model on the same batch.
@@ -21,9 +24,6 @@ class UnlearningMethod:
     #: whether the frozen original model must be run on forget / retain batches
     reference_on_forget = False
     reference_on_retain = False
-
-    def __init__(self, alpha: float = 0.0):
-        self.alpha = float(alpha)
 
     @property
     def uses_retain(self) -> bool:

@@ -6,8 +6,8 @@ from quail_repro.methods.base import Outputs, UnlearningMethod
 class NPO(UnlearningMethod):
     reference_on_forget = True
 
-    def __init__(self, beta: float = 0.1, alpha: float = 0.0):
-        super().__init__(alpha)
+    def __init__(self, beta: float):
+        super().__init__()
         self.beta = float(beta)
 
     def forget_loss(self, cur: Outputs, ref: Outputs | None):

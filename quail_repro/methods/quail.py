@@ -15,10 +15,10 @@ from quail_repro.methods.base import Outputs, UnlearningMethod
 class Quail(UnlearningMethod):
     reference_on_forget = True
 
-    def __init__(self, base: UnlearningMethod, gamma: float, margin: float, distance: str = "l2"):
+    def __init__(self, base: UnlearningMethod, gamma: float, margin: float, distance: str):
         if not isinstance(margin, (int, float)):
             raise ConfigError(f"method.hinge.margin={margin!r}: a number, or auto (resolved by the pipeline)")
-        super().__init__(base.alpha)
+        super().__init__()
         self.base, self.gamma, self.margin, self.distance = base, float(gamma), float(margin), distance
         self.reference_on_retain = base.reference_on_retain
         if distance not in losses.DISTANCES:  # fail before training, not at the first step
@@ -32,7 +32,7 @@ class Quail(UnlearningMethod):
              retain: tuple[Outputs, Outputs | None] | None):
         total, parts = self.base.loss(forget, retain)
         cur, ref = forget
-        hinge = losses.logit_hinge(cur.logits, ref.logits, cur.targets, self.margin, self.distance)
+        hinge, active = losses.hinge_and_activity(cur.logits, ref.logits, cur.targets, self.margin, self.distance)
         total = total + self.gamma * hinge
-        parts.update(hinge=hinge.item(), total=total.item())
+        parts.update(hinge=hinge.item(), hinge_active=active, total=total.item())
         return total, parts

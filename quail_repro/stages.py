@@ -1,0 +1,242 @@
+"""The stages: data -> target/retrain -> unlearn -> quantize + evaluate -> analyse.
+
+Each stage is a function of (config, its inputs, cache) that returns a value; its
+output is a cache entry keyed by everything that made it (cache.py), so a sweep never
+recomputes a corpus, a model, an unlearned model or an evaluation it already has.
+``cfg.device`` is the resolved device (validate.check_config sets it before any stage).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from transformers import AutoTokenizer
+
+from quail_repro.analysis import analyse_buckets, layer_names_for, logit_shifts, quantizer_codes
+from quail_repro.build import make
+from quail_repro.cache import Cache
+from quail_repro.data.muse import MuseCorpus, load_muse
+from quail_repro.errors import ConfigError, Diverged
+from quail_repro.eval.muse_eval import evaluate_muse, privleak_auc_of
+from quail_repro.models.base import ModelRef
+from quail_repro.quant.base import FullPrecision
+from quail_repro.results import Unlearning, write_json
+from quail_repro.train import UnlearnConfig, pack_texts, unlearn as unlearn_loop
+
+log = logging.getLogger(__name__)
+#: bump when the analysis gains or changes statistics, so cached analyses are redone
+#: (2: update transfer and KL added)
+ANALYSIS_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Data:
+    corpus: MuseCorpus
+    key: str  # identifies the corpus content in downstream cache keys
+    auc_retrain: float | None  # PrivLeak's reference AUC when the dataset config fixes it
+
+
+@dataclass(frozen=True)
+class Models:
+    target: ModelRef
+    retrain: ModelRef
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True)
+class Unlearned:
+    subject: ModelRef | None  # the model to evaluate; None when unlearning diverged
+    record: Unlearning
+    history: list[dict]  # per-step loss parts
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict  # MUSE's metrics (quail_repro.eval.muse_eval.evaluate_muse)
+    generations: dict  # per-item outputs and scores
+    quant: dict  # the quantizer's settings (describe())
+
+
+def _device_kind(cfg: DictConfig) -> str:
+    return cfg.device.split(":")[0]
+
+
+def load(ref: ModelRef, cfg: DictConfig, dtype: torch.dtype, quantizer=None):
+    """A saved model (at a precision) and its tokenizer, ready for evaluation."""
+    model = (quantizer or FullPrecision("none")).load(ref.path, dtype=dtype, device=cfg.device)
+    return model.eval(), AutoTokenizer.from_pretrained(ref.tokenizer)
+
+
+def _read(entry: Path, name: str):
+    return json.loads((entry / name).read_text())
+
+
+# -- data and models ----------------------------------------------------------------------
+
+
+def prepare_data(cfg: DictConfig, cache: Cache) -> Data:
+    source = make(cfg.dataset)
+    path, key = source.prepare(cache)
+    return Data(load_muse(path), key, source.privleak_auc_retrain)
+
+
+def prepare_models(cfg: DictConfig, data: Data, cache: Cache) -> Models:
+    recipe = make(cfg.model)
+    refs = recipe.prepare(data.corpus, data.key, cache, cfg.device)
+    return Models(refs["target"], refs["retrain"], recipe.dtype)
+
+
+def reference_auc(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> float:
+    """PrivLeak's reference AUC: a configured constant, or measured on our retrain model."""
+    if data.auc_retrain is not None:
+        return float(data.auc_retrain)
+    spec = {"retrain": models.retrain.key, "privleak": cfg.eval.privleak, "batch_size": cfg.eval.batch_size}
+
+    def build(d: Path):
+        model, tok = load(models.retrain, cfg, models.dtype)
+        write_json(d / "auc.json", {"auc": privleak_auc_of(model, tok, data.corpus, cfg.eval)})
+
+    return _read(cache.get_or_build("privleak_ref", spec, build), "auc.json")["auc"]
+
+
+# -- unlearning ---------------------------------------------------------------------------
+
+
+def half_step(model, quantizer, aggregate: str) -> float:
+    """Half the quantization step Delta of ``quantizer`` on the model's quantized weights."""
+    reducers = {"mean": torch.mean, "median": torch.median, "max": torch.max}
+    if aggregate not in reducers:
+        raise ConfigError(f"method.auto_margin.aggregate={aggregate!r}: choose one of {sorted(reducers)}")
+    state = model.state_dict()
+    steps = torch.cat([quantizer_codes(quantizer, state[name].detach().float().cpu())[1].flatten()
+                       for name in layer_names_for(model)])
+    return 0.5 * reducers[aggregate](steps).item()
+
+
+def build_method(method_cfg: DictConfig, target_model):
+    """The configured loss; with a ``hinge`` node, wrapped in QUAIL's hinge.
+
+    Returns the method and its margin as resolved at run time (None without a hinge).
+    """
+    base = make(method_cfg.loss)
+    if method_cfg.get("hinge") is None:
+        return base, None
+    margin = method_cfg.hinge.margin
+    if margin == "auto":
+        a = method_cfg.auto_margin
+        margin = a.scale * half_step(target_model, make(a.quantizer), a.aggregate)
+    return make(method_cfg.hinge, base=base, margin=float(margin)), float(margin)
+
+
+def _hinge_activity(history: list[dict]) -> dict:
+    """How many steps the QUAIL hinge had a gradient on some forget token, and its mean value."""
+    if not history or "hinge" not in history[0]:
+        return {}
+    return {"hinge_active_steps": sum(row["hinge_active"] > 0 for row in history),
+            "hinge_mean": sum(row["hinge"] for row in history) / len(history)}
+
+
+def unlearn(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> Unlearned:
+    """The model a row evaluates: the target or retrain model itself, or the target unlearned."""
+    m = cfg.method
+    if m.loss is None:
+        if m.name not in ("target", "retrain"):
+            raise ConfigError(f"method={m.name!r} has no loss and names no model (target or retrain)")
+        return Unlearned(getattr(models, m.name), Unlearning(), [])
+    settings = UnlearnConfig.from_method(m)
+    spec = {"target": models.target.key, "corpus": data.key, "method": m, "device_kind": _device_kind(cfg)}
+    # the precision the weights live in while unlearning (the model's own dtype for
+    # "native"; fp32 otherwise, with bf16 rounding after each step when emulated)
+    train_dtype = models.dtype if settings.param_dtype == "native" else torch.float32
+
+    def build(d: Path):
+        model, tok = load(models.target, cfg, train_dtype)
+        method, margin = build_method(m, model)
+        reference, _ = load(models.target, cfg, train_dtype)
+        reference.requires_grad_(False)
+        forget = pack_texts(tok, data.corpus.raw[m.forget_split], m.max_length)
+        retain = pack_texts(tok, data.corpus.raw[m.retain_split], m.max_length) if method.uses_retain else None
+        extra = {} if margin is None else {"margin": margin}
+        try:
+            history = unlearn_loop(model, reference, method, forget, retain, settings, desc=f"unlearn {m.name}")
+        except Diverged as err:
+            write_json(d / "status.json", {"status": "diverged", "step": err.step, "loss": err.loss,
+                                           "reason": err.reason, **extra})
+            return
+        model.save_pretrained(d)
+        tok.save_pretrained(d)
+        write_json(d / "history.json", history)
+        write_json(d / "status.json", {"status": "ok", "steps": len(history), **extra})
+
+    entry = cache.get_or_build("unlearn", spec, build)
+    record = Unlearning(**_read(entry, "status.json"))
+    if record.status != "ok":
+        return Unlearned(None, record, [])
+    history = _read(entry, "history.json")
+    record = Unlearning(**{**_read(entry, "status.json"), **_hinge_activity(history)})
+    return Unlearned(ModelRef(path=str(entry), key=entry.name, tokenizer=str(entry)), record, history)
+
+
+# -- quantize + evaluate, analyse ---------------------------------------------------------
+
+
+def evaluate(cfg: DictConfig, ref: ModelRef, quant_cfg: DictConfig, data: Data, models: Models,
+             auc_retrain: float, cache: Cache) -> Evaluation:
+    """MUSE's metrics of ``ref`` loaded at one precision (raises QuailError if it cannot run)."""
+    quantizer = make(quant_cfg)
+    spec = {"model": ref.key, "corpus": data.key, "quant": quantizer.describe(), "eval": cfg.eval,
+            "auc_retrain": auc_retrain, "dtype": str(models.dtype), "device_kind": _device_kind(cfg)}
+
+    def build(d: Path):
+        model, tok = load(ref, cfg, models.dtype, quantizer)
+        metrics, generations = evaluate_muse(model, tok, data.corpus, cfg.eval, auc_retrain=auc_retrain)
+        write_json(d / "metrics.json", metrics)
+        write_json(d / "generations.json", generations)
+
+    entry = cache.get_or_build("eval", spec, build)
+    return Evaluation(_read(entry, "metrics.json"), _read(entry, "generations.json"), quantizer.describe())
+
+
+@dataclass(frozen=True)
+class Analysis:
+    stats: dict  # bucket overlap, |dw| statistics, transfer, logit shifts (analysis.bucket_analysis)
+    dw_over_step: torch.Tensor  # |dw| / Delta per weight, for the histogram
+
+
+def analyse(cfg: DictConfig, subject: ModelRef, quant_cfg: DictConfig, data: Data, models: Models,
+            cache: Cache) -> Analysis | None:
+    """Bucket overlap, |dw| statistics and logit shifts of ``subject`` vs the target at one
+    precision; None for a quantizer without codes (full precision)."""
+    quantizer = make(quant_cfg)
+    if isinstance(quantizer, FullPrecision):
+        return None
+    a = cfg.analysis
+    spec = {"target": models.target.key, "subject": subject.key, "corpus": data.key,
+            "quant": quantizer.describe(), "analysis": a, "dtype": str(models.dtype),
+            "device_kind": _device_kind(cfg), "version": ANALYSIS_VERSION}
+
+    def build(d: Path):
+        t_model, tok = load(models.target, cfg, models.dtype)
+        u_model, _ = load(subject, cfg, models.dtype)
+        names = layer_names_for(t_model)
+        t_state, u_state = t_model.state_dict(), u_model.state_dict()
+        stats, ratios = analyse_buckets(t_state, u_state, names, quantizer, dtype=models.dtype)
+        torch.save(ratios, d / "dw_over_step.pt")
+        blocks = pack_texts(tok, data.corpus.raw["forget"], a.max_length)[: a.max_blocks].to(cfg.device)
+        kinds = (a.distance, "kl")
+        full = logit_shifts(u_model, t_model, blocks, kinds)
+        stats["logit_shift_full"], stats["kl_full"] = full[a.distance], full["kl"]
+        del t_model, u_model
+        qt, _ = load(models.target, cfg, models.dtype, quantizer)
+        qu, _ = load(subject, cfg, models.dtype, quantizer)
+        quant = logit_shifts(qu, qt, blocks, kinds)
+        stats["logit_shift_quant"], stats["kl_quant"] = quant[a.distance], quant["kl"]
+        stats["logit_distance"] = a.distance
+        write_json(d / "analysis.json", stats)
+
+    entry = cache.get_or_build("analysis", spec, build)
+    return Analysis(_read(entry, "analysis.json"), torch.load(entry / "dw_over_step.pt"))

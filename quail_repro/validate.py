@@ -1,0 +1,73 @@
+"""Check the composed config before any stage runs, so a bad value fails in seconds.
+
+Every component is built once from its config (constructors validate their arguments
+and raise ConfigError naming the option), the optimisation settings go through the
+dataclasses the stages use, and the device is resolved. Nothing is trained or loaded.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from quail_repro.build import make
+from quail_repro.errors import ConfigError, QuailError
+from quail_repro.eval.muse_eval import check_eval_config
+from quail_repro.losses import DISTANCES
+from quail_repro.train import UnlearnConfig
+
+log = logging.getLogger(__name__)
+AUTO_MARGIN_AGGREGATES = ("mean", "median", "max")
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available on this machine")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"device={name!r}: choose auto, cpu or cuda[:N]")
+    return name
+
+
+def _check_method(m: DictConfig) -> None:
+    if m.loss is None:
+        return
+    UnlearnConfig.from_method(m)
+    make(m.loss)
+    hinge = m.get("hinge")
+    if hinge is None:
+        return
+    if hinge.distance not in DISTANCES:
+        raise ConfigError(f"method.hinge.distance={hinge.distance!r}: choose one of {list(DISTANCES)}")
+    if hinge.margin == "auto":
+        if m.auto_margin.aggregate not in AUTO_MARGIN_AGGREGATES:
+            raise ConfigError(f"method.auto_margin.aggregate={m.auto_margin.aggregate!r}: "
+                              f"choose one of {list(AUTO_MARGIN_AGGREGATES)}")
+        make(m.auto_margin.quantizer)
+    elif isinstance(hinge.margin, bool) or not isinstance(hinge.margin, (int, float)) or hinge.margin < 0:
+        raise ConfigError(f"method.hinge.margin={hinge.margin!r}: a number >= 0, or auto")
+
+
+def check_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, str]]:
+    """The config with ``device`` resolved, and {precision: error} for quantizers that
+    cannot be built (those precisions are recorded as failed; the others still run).
+
+    Raises ConfigError (or another QuailError) for anything else that is wrong.
+    """
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # a resolved copy: the stages' truth
+    with open_dict(cfg):
+        cfg.device = resolve_device(cfg.device)
+    make(cfg.dataset)
+    make(cfg.model)
+    _check_method(cfg.method)
+    check_eval_config(cfg.eval)
+    bad_quant = {}
+    for name, node in cfg.quant.items():
+        try:
+            make(node)
+        except QuailError as err:
+            log.error("precision %s cannot be built and will be recorded as failed: %s", name, err)
+            bad_quant[name] = str(err)
+    return cfg, bad_quant
