@@ -200,3 +200,22 @@ def test_a_crash_that_is_not_a_quail_error_is_recorded_as_failed(toy_run, tmp_pa
         run_dict(toy_cfg(cache, "method=ga", "quant=[none]"), tmp_path)
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["status"] == "failed" and res["error"] == "RuntimeError: CUDA out of memory" and res["method"] == "ga"
+
+
+@pytest.mark.parametrize("override,named", [("method.lr=-1", "method.lr"), ("method.param_dtype=fp8", "method.param_dtype"),
+                                            ("method.epochs=0", "method.epochs"), ("eval.batch_size=0", "batch_size"),
+                                            ("model.dtype=fp8", "model.dtype"), ("device=tpu", "device")])
+def test_a_bad_value_fails_before_any_stage_runs(tmp_path, override, named):
+    cache = tmp_path / "cache"
+    with pytest.raises(ConfigError, match=named):
+        run(toy_cfg(cache, "method=ga_gdr", override), tmp_path / "run")
+    assert not cache.exists() or not list(cache.iterdir())  # nothing was generated or trained
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
+
+
+def test_a_bad_hinge_setting_fails_before_any_stage_runs(tmp_path):
+    with pytest.raises(ConfigError, match="method.hinge.distance"):
+        run(toy_cfg(tmp_path / "cache", "method=quail", "method.hinge.distance=cosine"), tmp_path / "run")
+    with pytest.raises(ConfigError, match="aggregate"):
+        run(toy_cfg(tmp_path / "cache", "method=quail", "method.auto_margin.aggregate=mode"), tmp_path / "run")
+    assert not (tmp_path / "cache").exists()
