@@ -94,7 +94,8 @@ def reference_auc(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> 
     """PrivLeak's reference AUC: a configured constant, or measured on our retrain model."""
     if data.auc_retrain is not None:
         return float(data.auc_retrain)
-    spec = {"retrain": models.retrain.key, "privleak": cfg.eval.privleak, "batch_size": cfg.eval.batch_size}
+    spec = {"retrain": models.retrain.key, "privleak": cfg.eval.privleak, "batch_size": cfg.eval.batch_size,
+            "dtype": str(models.dtype), "device_kind": _device_kind(cfg)}
 
     def build(d: Path):
         model, tok = load(models.retrain, cfg, models.dtype)
@@ -148,7 +149,8 @@ def unlearn(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> Unlear
             raise ConfigError(f"method={m.name!r} has no loss and names no model (target or retrain)")
         return Unlearned(getattr(models, m.name), Unlearning(), [])
     settings = UnlearnConfig.from_method(m)
-    spec = {"target": models.target.key, "corpus": data.key, "method": m, "device_kind": _device_kind(cfg)}
+    spec = {"target": models.target.key, "corpus": data.key, "method": m, "dtype": str(models.dtype),
+            "device_kind": _device_kind(cfg)}
     # the precision the weights live in while unlearning (the model's own dtype for
     # "native"; fp32 otherwise, with bf16 rounding after each step when emulated)
     train_dtype = models.dtype if settings.param_dtype == "native" else torch.float32
