@@ -59,6 +59,32 @@ def _keep_last(ids: list[int], n: int, bos_id: int | None) -> list[int]:
     return ids[len(ids) - n:]
 
 
+def _encode(tokenizer, texts: list[str], pad_id: int, *, max_tokens: int | None,
+            keep_end: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Tokenize with the tokenizer's special tokens, truncate to ``max_tokens`` (None: no
+    truncation) and pad to one width: ``(input_ids, attention_mask, unpadded lengths)``.
+
+    keep_end=True (prompts): keep the LAST tokens, a leading BOS kept in front, and pad on
+    the left, so every row ends where generation starts. keep_end=False (scored texts):
+    keep the FIRST tokens and pad on the right.
+    """
+    ids = [tokenizer(t, add_special_tokens=True)["input_ids"] for t in texts]
+    if max_tokens is not None:
+        ids = [_keep_last(x, max_tokens, tokenizer.bos_token_id) if keep_end else x[:max_tokens] for x in ids]
+    lens = [len(x) for x in ids]
+    width = max(lens)
+
+    # Padding by hand: the same tensors as tokenizer padding on that side, without
+    # mutating the caller's tokenizer, and it also works after truncation.
+    def pad(row: list[int], fill: int) -> list[int]:
+        filler = [fill] * (width - len(row))
+        return filler + row if keep_end else row + filler
+
+    input_ids = torch.tensor([pad(x, pad_id) for x in ids], dtype=torch.long)
+    attention_mask = torch.tensor([pad([1] * len(x), 0) for x in ids], dtype=torch.long)
+    return input_ids, attention_mask, lens
+
+
 def _generation_config(model, *, max_new_tokens, do_sample, temperature, pad_id, eos_id):
     """Start from the model's generation config (as the reference's model.generate does)
     but pin what decides the decoding, so a checkpoint's saved defaults (Llama-2 ships
@@ -149,17 +175,9 @@ def generate(
             torch.manual_seed(seed)
         for idx in tqdm(_batches(len(prompts), batch_size), desc=desc or "generate",
                         disable=not progress, leave=False):
-            ids = [tokenizer(prompts[i], add_special_tokens=True)["input_ids"] for i in idx]
-            if max_prompt_tokens is not None:
-                ids = [_keep_last(x, max_prompt_tokens, tokenizer.bos_token_id) for x in ids]
-            width = max(len(x) for x in ids)
-            # Left padding by hand: the same tensors as tokenizer padding with
-            # padding_side="left", without mutating the caller's tokenizer, and it
-            # also works after truncation.
-            input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], dtype=torch.long)
-            attention_mask = torch.tensor(
-                [[0] * (width - len(x)) + [1] * len(x) for x in ids], dtype=torch.long
-            )
+            input_ids, attention_mask, _ = _encode(tokenizer, [prompts[i] for i in idx], pad_id,
+                                                   max_tokens=max_prompt_tokens, keep_end=True)
+            width = input_ids.shape[1]
             out = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
@@ -203,15 +221,8 @@ def sequence_token_logprobs(
     with _eval_mode(model), torch.inference_mode():
         for idx in tqdm(_batches(len(texts), batch_size), desc=desc or "logprobs",
                         disable=not progress, leave=False):
-            ids = [tokenizer(texts[i], add_special_tokens=True)["input_ids"] for i in idx]
-            if max_length is not None:
-                ids = [x[:max_length] for x in ids]
-            lens = [len(x) for x in ids]
-            width = max(lens)
-            input_ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in ids], dtype=torch.long)
-            attention_mask = torch.tensor(
-                [[1] * len(x) + [0] * (width - len(x)) for x in ids], dtype=torch.long
-            )
+            input_ids, attention_mask, lens = _encode(tokenizer, [texts[i] for i in idx], pad_id,
+                                                      max_tokens=max_length, keep_end=False)
             input_ids = input_ids.to(device)
             logits = model(input_ids=input_ids, attention_mask=attention_mask.to(device)).logits
             for row, n in enumerate(lens):
