@@ -39,14 +39,26 @@ def mean_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -token_logprobs(logits, targets).sum() / n_tokens
 
 
-def kl_divergence(ref_logits: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """KL(p_ref || p_model) of next-token distributions, averaged over non-ignored tokens.
+KL_REDUCTIONS = ("batchmean", "token_mean")
 
-    On log-softmax of both sides: the reference code applied kl_div to raw logits,
-    which is not a divergence (science.md, "known defects").
+
+def kl_divergence(ref_logits: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
+                  reduction: str) -> torch.Tensor:
+    """KL(p_ref || p_model) of next-token distributions over the non-ignored tokens.
+
+    ``batchmean``: summed over tokens, divided by the number of sequences, as MUSE's and
+    [1]'s ``kl_div(..., reduction="batchmean")`` on [batch, tokens, vocab] tensors, so their
+    alpha values carry over; ``token_mean``: averaged over tokens (independent of block
+    length). On log-softmax of both sides: the reference code applied kl_div to raw
+    logits, which is not a divergence (science.md, "known defects").
     """
     mask = targets != IGNORE_INDEX
-    return (token_kl(ref_logits, logits) * mask).sum() / mask.sum().clamp_min(1)
+    total = (token_kl(ref_logits, logits) * mask).sum()
+    if reduction == "batchmean":
+        return total / targets.shape[0]
+    if reduction == "token_mean":
+        return total / mask.sum().clamp_min(1)
+    raise ConfigError(f"method.kl_reduction={reduction!r}: choose one of {list(KL_REDUCTIONS)}")
 
 
 def token_kl(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

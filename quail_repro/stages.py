@@ -25,7 +25,7 @@ from quail_repro.eval.muse_eval import evaluate_muse, privleak_auc_of
 from quail_repro.models.base import ModelRef
 from quail_repro.quant.base import FullPrecision
 from quail_repro.results import Unlearning, write_json
-from quail_repro.train import UnlearnConfig, pack_texts, unlearn as unlearn_loop
+from quail_repro.train import UnlearnConfig, pack_texts, unlearn as unlearn_loop, unlearning_blocks
 
 log = logging.getLogger(__name__)
 #: bump when the analysis gains or changes statistics, so cached analyses are redone
@@ -160,8 +160,9 @@ def unlearn(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> Unlear
         method, margin = build_method(m, model)
         reference, _ = load(models.target, cfg, train_dtype)
         reference.requires_grad_(False)
-        forget = pack_texts(tok, data.corpus.raw[m.forget_split], m.max_length)
-        retain = pack_texts(tok, data.corpus.raw[m.retain_split], m.max_length) if method.uses_retain else None
+        forget = unlearning_blocks(tok, data.corpus.raw[m.forget_split], m.max_length, m.data_layout)
+        retain = (unlearning_blocks(tok, data.corpus.raw[m.retain_split], m.max_length, m.data_layout)
+                  if method.uses_retain else None)
         extra = {} if margin is None else {"margin": margin}
         try:
             history = unlearn_loop(model, reference, method, forget, retain, settings, desc=f"unlearn {m.name}")

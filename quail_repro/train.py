@@ -48,6 +48,37 @@ def pack_texts(tokenizer, texts: list[str], seq_len: int, seed: int | None = 0) 
     return pack(tokenize_docs(tokenizer, texts), seq_len, seed)
 
 
+def bos_chunks(tokenizer, texts: list[str], max_length: int) -> torch.Tensor:
+    """Blocks as MUSE's unlearning loader builds them (baselines/dataset.py, DefaultDataset on a
+    .txt file): the whole text tokenized without special tokens, cut into chunks of
+    max_length - 1 tokens, BOS put in front of each; a short last chunk is filled up with
+    the first chunk's tokens (so no block has padding and every block starts with BOS)."""
+    if not texts:
+        raise ConfigError("no texts to unlearn on (empty split?)")
+    if tokenizer.bos_token_id is None:
+        raise ConfigError("method.data_layout=muse_bos_chunks needs a tokenizer with a BOS token")
+    if max_length < 2:
+        raise ConfigError(f"method.max_length={max_length}: muse_bos_chunks needs at least 2")
+    ids = tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"]
+    body = max_length - 1
+    chunks = [[tokenizer.bos_token_id] + ids[i:i + body] for i in range(0, len(ids), body)]
+    if len(chunks[-1]) < max_length:
+        chunks[-1] = (chunks[-1] + chunks[0])[:max_length]
+    if len(chunks[-1]) < max_length:  # the whole text is shorter than one block
+        raise ConfigError(f"the texts have {len(ids)} tokens, fewer than one block of method.max_length={max_length}")
+    return torch.tensor(chunks)
+
+
+DATA_LAYOUTS = {"eos_packed": pack_texts, "muse_bos_chunks": bos_chunks}
+
+
+def unlearning_blocks(tokenizer, texts: list[str], max_length: int, layout: str) -> torch.Tensor:
+    """Forget or retain texts as [n_blocks, max_length] token blocks (method.data_layout)."""
+    if layout not in DATA_LAYOUTS:
+        raise ConfigError(f"method.data_layout={layout!r}: choose one of {list(DATA_LAYOUTS)}")
+    return DATA_LAYOUTS[layout](tokenizer, texts, max_length)
+
+
 def _batch(blocks: torch.Tensor, device) -> dict[str, torch.Tensor]:
     labels = blocks.to(device)
     valid = labels != losses.IGNORE_INDEX

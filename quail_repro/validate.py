@@ -15,7 +15,7 @@ from quail_repro.build import make
 from quail_repro.errors import ConfigError, QuailError
 from quail_repro.eval.muse_eval import check_eval_config
 from quail_repro.losses import DISTANCES
-from quail_repro.train import UnlearnConfig
+from quail_repro.train import DATA_LAYOUTS, UnlearnConfig
 
 log = logging.getLogger(__name__)
 AUTO_MARGIN_AGGREGATES = ("mean", "median", "max")
@@ -35,6 +35,8 @@ def _check_method(m: DictConfig) -> None:
     if m.loss is None:
         return
     UnlearnConfig.from_method(m)
+    if m.data_layout not in DATA_LAYOUTS:
+        raise ConfigError(f"method.data_layout={m.data_layout!r}: choose one of {list(DATA_LAYOUTS)}")
     make(m.loss)
     hinge = m.get("hinge")
     if hinge is None:

@@ -56,3 +56,21 @@ def test_unknown_choice_names_the_option():
     with pytest.raises((MissingConfigException, ConfigCompositionException)) as err:
         _compose(["quant=[none,int5]"])
     assert "int5" in str(err.value)
+
+
+@pytest.mark.parametrize("recipe,epochs,batch", [("zhang2025_news", 10, 2), ("zhang2025_books", 5, 1)])
+def test_the_reference_recipe_is_one_choice(recipe, epochs, batch):
+    cfg = _compose([f"recipe={recipe}", "method=npo_klr"])
+    m = cfg.method
+    assert (m.lr, m.epochs, m.batch_size, m.max_length) == (1e-5, epochs, batch, 2048)
+    assert (m.param_dtype, m.grad_clip, m.data_layout, m.retain_split) == ("native", 1.0, "muse_bos_chunks", "retain1")
+    assert m.loss.kl_reduction == "batchmean" and cfg.model.dtype == "bfloat16" and cfg.eval.knowmem.n_icl == 10
+    assert list(cfg.quant) == ["none", "bnb_int8", "bnb_fp4"]
+    assert cfg.quant.bnb_fp4.compute_dtype == "float32" and cfg.quant.bnb_fp4.blocksize == 64
+    assert instantiate(m.loss) is not None
+
+
+def test_the_seed_varies_training_not_the_corpus():
+    a, b = _compose(["seed=0"]), _compose(["seed=1"])
+    assert a.dataset.generator == b.dataset.generator
+    assert (a.model.train.seed, b.model.train.seed, a.method.seed, b.method.seed) == (0, 1, 0, 1)

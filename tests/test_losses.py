@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from quail_repro import losses
+from quail_repro.errors import ConfigError
 from quail_repro.methods.base import Outputs
 from quail_repro.methods.ga import GA
 from quail_repro.methods.ga_gdr import GA_GDR
@@ -43,6 +44,18 @@ def test_sequence_logprob_sums_per_sequence():
     assert seq.tolist() == pytest.approx([2 * math.log(0.75), math.log(0.75)])
 
 
+def test_kl_batchmean_sums_over_tokens_and_divides_by_sequences():
+    # 2 sequences x 3 positions; every scored position has KL = k (p_ref uniform, p_cur 3:1); one is padding
+    k = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    ref = torch.zeros(2, 3, 2)
+    cur = two_class(-LN3).view(1, 1, 2).expand(2, 3, 2)
+    targets = torch.tensor([[0, 1, 0], [1, 0, losses.IGNORE_INDEX]])
+    assert losses.kl_divergence(ref, cur, targets, "batchmean").item() == pytest.approx(5 * k / 2)  # [1]'s reduction
+    assert losses.kl_divergence(ref, cur, targets, "token_mean").item() == pytest.approx(k)
+    with pytest.raises(ConfigError, match="kl_reduction"):
+        losses.kl_divergence(ref, cur, targets, "sum")
+
+
 def test_align_causal_shifts_by_one():
     logits = torch.arange(3 * 2, dtype=torch.float).view(1, 3, 2)
     labels = torch.tensor([[7, 8, 9]])
@@ -56,9 +69,9 @@ def test_kl_is_a_real_divergence_on_probabilities():
     cur = two_class(-LN3).view(1, 1, 2)          # p_cur = (0.75, 0.25)
     targets = torch.tensor([[0]])
     expected = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
-    assert losses.kl_divergence(ref, cur, targets).item() == pytest.approx(expected)
+    assert losses.kl_divergence(ref, cur, targets, "token_mean").item() == pytest.approx(expected)
     # a uniform logit offset changes no probability, so no divergence
-    assert losses.kl_divergence(ref, ref + 5.0, targets).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.kl_divergence(ref, ref + 5.0, targets, "token_mean").item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_npo_values_by_hand():
@@ -120,7 +133,7 @@ def test_ga_gdr_total_is_forget_plus_alpha_retain():
 def test_npo_klr_uses_reference_on_both_sides():
     forget_cur, forget_ref = _outputs(0.0), _outputs(0.0)
     retain_cur, retain_ref = _outputs(-LN3, 0), _outputs(0.0, 0)
-    total, parts = NPO_KLR(alpha=1.0, beta=0.1).loss((forget_cur, forget_ref), (retain_cur, retain_ref))
+    total, parts = NPO_KLR(alpha=1.0, beta=0.1, kl_reduction="token_mean").loss((forget_cur, forget_ref), (retain_cur, retain_ref))
     kl = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
     assert parts["forget"] == pytest.approx(20 * math.log(2))
     assert parts["retain"] == pytest.approx(kl)

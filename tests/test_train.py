@@ -44,3 +44,29 @@ def test_divergence_is_detected(value, bound, reason):
 
 def test_a_bounded_finite_loss_passes():
     _check_finite(0, torch.tensor(-5.0), 10.0)
+
+
+class _CharTokenizer:
+    """One token per character; BOS is 1."""
+    bos_token_id = 1
+
+    def __call__(self, text, add_special_tokens):
+        assert add_special_tokens is False
+        return {"input_ids": [ord(c) for c in text]}
+
+
+def test_muse_bos_chunks_start_with_bos_and_fill_the_last_from_the_first():
+    from quail_repro.train import unlearning_blocks
+
+    a, b, c, d, e, f, nl = (ord(x) for x in "abcdef\n")
+    blocks = unlearning_blocks(_CharTokenizer(), ["abcd", "ef"], max_length=4, layout="muse_bos_chunks")
+    # "abcd\n\nef" in chunks of 3 with BOS in front; the last one filled from the first chunk
+    assert blocks.tolist() == [[1, a, b, c], [1, d, nl, nl], [1, e, f, 1]]
+
+
+def test_an_unknown_data_layout_is_a_config_error():
+    from quail_repro.errors import ConfigError
+    from quail_repro.train import unlearning_blocks
+
+    with pytest.raises(ConfigError, match="data_layout"):
+        unlearning_blocks(_CharTokenizer(), ["abc"], max_length=4, layout="packed")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from quail_repro import losses
+from quail_repro.errors import ConfigError
 from quail_repro.methods.base import Outputs
 
 
@@ -21,9 +22,16 @@ class GDR(_Retain):
 
 
 class KLR(_Retain):
-    """KL regularizer: + alpha * KL(p_original || p_current) on retain tokens."""
+    """KL regularizer: + alpha * KL(p_original || p_current) on retain tokens
+    (``kl_reduction``: losses.kl_divergence)."""
 
     reference_on_retain = True
 
+    def __init__(self, alpha: float, kl_reduction: str, **forget_method_args):
+        super().__init__(alpha, **forget_method_args)
+        if kl_reduction not in losses.KL_REDUCTIONS:  # fail when built, not at the first step
+            raise ConfigError(f"method.kl_reduction={kl_reduction!r}: choose one of {list(losses.KL_REDUCTIONS)}")
+        self.kl_reduction = kl_reduction
+
     def retain_loss(self, cur: Outputs, ref: Outputs | None):
-        return losses.kl_divergence(ref.logits, cur.logits, cur.targets)
+        return losses.kl_divergence(ref.logits, cur.logits, cur.targets, self.kl_reduction)
