@@ -335,3 +335,38 @@ def test_evaluate_muse_rejects_bad_config(model, tokenizer):
     bad.knowmem = {k: v for k, v in bad.knowmem.items() if k != "retain_qa"}
     with pytest.raises(DataError):
         muse_eval.evaluate_muse(model, tokenizer, bad, _cfg(), auc_retrain=None)
+
+
+def test_a_model_that_memorized_the_articles_scores_100_verbmem_under_eval_mini(monkeypatch):
+    """The embedded default's ground truths are longer than eval=mini's token cut, and its
+    tokenizer tokenizes a cut-out text as it stood in the article: a stand-in that generates
+    the article's true continuation must score exactly 100."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from quail_repro.data.mini_corpus import generate_mini_corpus
+    from quail_repro.models.tiny import train_tokenizer
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=["dataset.generator.n_retain1=8", "dataset.generator.n_retain2=4",
+                                           "dataset.generator.n_holdout=4"])
+    records = generate_mini_corpus(**cfg.dataset.generator).records
+    articles = [r["text"] for r in records["raw", "forget"]]
+    tok = train_tokenizer([r["text"] for (sub, _), rs in records.items() if sub == "raw" for r in rs],
+                          cfg.model.vocab_size, cfg.model.add_prefix_space)
+
+    def memorized(model, tokenizer, prompts, *, max_new_tokens, **kw):
+        outs = []
+        for p in prompts:
+            (article,) = [a for a in articles if a.startswith(p + " ")]
+            ids, prompt_ids = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (article, p))
+            assert ids[:len(prompt_ids)] == prompt_ids
+            outs.append(tokenizer.decode(ids[len(prompt_ids):len(prompt_ids) + max_new_tokens]))
+        return outs
+
+    monkeypatch.setattr(muse_eval, "generate", memorized)
+    score, rows = muse_eval._verbmem(None, tok, types.SimpleNamespace(verbmem=records["verbmem", "forget"]), cfg.eval)
+    assert score == 100.0
+    assert len(rows) == cfg.dataset.generator.n_forget

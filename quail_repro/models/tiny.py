@@ -23,9 +23,13 @@ log = logging.getLogger(__name__)
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 
 
-def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+def train_tokenizer(texts: list[str], vocab_size: int, add_prefix_space: bool) -> PreTrainedTokenizerFast:
+    """A byte-level BPE; ``add_prefix_space`` makes a text's first word the token it is mid-text
+    (" word"), as Llama's SentencePiece does, so a text cut from a document tokenizes as it
+    did in place: a VerbMem ground truth cut to N tokens is then what a model that memorized
+    the article generates in N tokens after the prompt."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL.values()),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
@@ -44,19 +48,19 @@ def generic_texts(base: dict) -> list[str]:
 
 
 class TinyLlama:
-    def __init__(self, name: str, dtype: str, vocab_size: int, arch: dict, train: dict,
-                 target_splits: list[str], retrain_splits: list[str], base: dict | None = None):
+    def __init__(self, name: str, dtype: str, vocab_size: int, add_prefix_space: bool, arch: dict, train: dict,
+                 target_splits: list[str], retrain_splits: list[str], base: dict):
         self.name, self.dtype = name, resolve_dtype(dtype)
-        self.vocab_size = vocab_size
+        self.vocab_size, self.add_prefix_space = vocab_size, add_prefix_space
         self.arch, self.train = to_plain(arch), to_plain(train)
         self.target_splits, self.retrain_splits = list(target_splits), list(retrain_splits)
         self.base = to_plain(base) if base and base.get("enabled") else None
 
     def prepare(self, corpus, corpus_key: str, cache: Cache, device: str) -> dict[str, ModelRef]:
-        tok_spec = {"corpus": corpus_key, "vocab_size": self.vocab_size}
+        tok_spec = {"corpus": corpus_key, "vocab_size": self.vocab_size, "add_prefix_space": self.add_prefix_space}
         all_text = [t for texts in corpus.raw.values() for t in texts]
-        tok_dir = cache.get_or_build("tokenizer", tok_spec,
-                                     lambda d: train_tokenizer(all_text, self.vocab_size).save_pretrained(d))
+        tok_dir = cache.get_or_build("tokenizer", tok_spec, lambda d: train_tokenizer(
+            all_text, self.vocab_size, self.add_prefix_space).save_pretrained(d))
         base_dir = None
         if self.base:
             base_spec = {"tokenizer": tok_dir.name, "arch": self.arch, "train": self.train,
