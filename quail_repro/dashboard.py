@@ -17,7 +17,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from quail_repro.loggers import sweep_group
-from quail_repro.report import MUSE_METRICS, collect, precision_labels, render_markdown, report_settings
+from quail_repro.report import build, collect, precision_labels, report_settings
+from quail_repro.results import MUSE_METRICS
 
 
 def build_report(sweep_dir: str | Path, entity: str | None = None, project: str | None = None):
@@ -26,7 +27,8 @@ def build_report(sweep_dir: str | Path, entity: str | None = None, project: str 
     from wandb_workspaces import expr
 
     sweep_dir = Path(sweep_dir)
-    sweep_cfg, jobs, _ = collect(sweep_dir)
+    sweep = collect(sweep_dir)
+    sweep_cfg = sweep.config
     settings = report_settings(sweep_cfg)
     name = settings["name"]
     logger = sweep_cfg.get("logger") or {}
@@ -35,8 +37,8 @@ def build_report(sweep_dir: str | Path, entity: str | None = None, project: str 
     entity = entity or os.environ.get("WANDB_ENTITY") or OmegaConf.select(sweep_cfg, "logger.entity") or _default_entity()
     runs = wr.Runset(entity=entity, project=project, name=group, filters=[expr.Metric("Group") == group])
     table_md = (sweep_dir / f"{name}.md")
-    labels = precision_labels(jobs, sweep_cfg)
-    m2 = next(f"{m} {what} {arrow}" for key, m, what, arrow in MUSE_METRICS if key == "knowmem_f")
+    labels = precision_labels(sweep.jobs, sweep_cfg)
+    m2 = next(f"{m.paper} {m.what} {m.better}" for m in MUSE_METRICS if m.key == "knowmem_f")
     blocks = [
         wr.H1(f"{name}: {settings['title']}" if settings["title"] else name),
         wr.P(f"Claim tested: {settings['claim']}" if settings["claim"] else f"Sweep {sweep_dir}"),
@@ -50,16 +52,10 @@ def build_report(sweep_dir: str | Path, entity: str | None = None, project: str 
               for q, label in labels.items()],
         ]),
         wr.H2("The table as written to the sweep folder"),
-        wr.MarkdownBlock(text=table_md.read_text() if table_md.exists() else render_markdown_from(sweep_dir)),
+        wr.MarkdownBlock(text=table_md.read_text() if table_md.exists() else build(sweep_dir, figures=False).text),
     ]
     return wr.Report(project=project, entity=entity, title=f"quail_repro {name} ({sweep_dir.name})"[:128],
                      description=f"Runs of W&B group {group}; sweep folder {sweep_dir}", blocks=blocks)
-
-
-def render_markdown_from(sweep_dir: Path) -> str:
-    from quail_repro.report import build
-
-    return render_markdown(build(sweep_dir, figures=False).table)
 
 
 def _default_entity() -> str:

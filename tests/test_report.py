@@ -12,6 +12,9 @@ from omegaconf import OmegaConf
 
 from quail_repro import report
 from quail_repro.report import Job, build
+from quail_repro.report.figures import recovery_scatter
+from quail_repro.report.render import tex_escape
+from quail_repro.results import PrecisionMetrics, Results
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD = ["full M1↓", "full M2↓", "full M3→0", "full M4↑", "4-bit M1↓", "4-bit M2↓", "4-bit M3→0", "4-bit M4↑"]
@@ -93,7 +96,7 @@ def test_the_report_command_rebuilds_the_same_table(sweep, tmp_path):
     assert report.main([str(copy)]) == 0
     for ext in ("csv", "tex", "md"):  # the same but for the sweep folder the notes name
         before = (sweep_dir / f"table2.{ext}").read_text()
-        for a, b in ((str(sweep_dir), str(copy)), (report._tex(str(sweep_dir)), report._tex(str(copy)))):
+        for a, b in ((str(sweep_dir), str(copy)), (tex_escape(str(sweep_dir)), tex_escape(str(copy)))):
             before = before.replace(a, b)
         assert (copy / f"table2.{ext}").read_text() == before
     assert (copy / "table2.png").exists()
@@ -185,12 +188,101 @@ def test_the_recovery_search_runs_at_toy_size(tmp_path):
 
 def test_the_recovery_figure_plots_recovery_against_step_ratio_and_transfer(tmp_path):
     def job(num, dw, coef, rec):
-        results = {"status": "ok", "metrics": {"none": {}, "rtn_int4": {}},
-                   "recovery": {"rtn_int4": {"knowmem_f": rec, "verbmem_f": None}},
-                   "analysis": {"rtn_int4": {"median_abs_dw": dw, "median_step": 0.01, "transfer_coef": coef}}}
+        results = Results(model="tiny_llama", dataset="mini_news", method="ga_gdr", seed=0, status="ok",
+                          metrics={"none": PrecisionMetrics(), "rtn_int4": PrecisionMetrics()},
+                          recovery={"rtn_int4": {"knowmem_f": rec, "verbmem_f": None}},
+                          analysis={"rtn_int4": {"median_abs_dw": dw, "median_step": 0.01, "transfer_coef": coef}})
         config = OmegaConf.create({"quant": {"none": {"name": "none"}, "rtn_int4": {"name": "rtn_int4", "bits": 4}}})
         return Job(num=num, overrides=[], keys={"p": str(num)}, config=config, results=results)
 
-    png = report._recovery_scatter([job(0, 1e-4, 1.0, 0.1), job(1, 1e-3, 0.9, None)], tmp_path / "r.png")
+    png = recovery_scatter([job(0, 1e-4, 1.0, 0.1), job(1, 1e-3, 0.9, None)], tmp_path / "r.png")
     assert png is not None and png.stat().st_size > 1000
-    assert report._recovery_scatter([job(0, 1e-4, 1.0, None)], tmp_path / "none.png") is None  # nothing defined
+    assert recovery_scatter([job(0, 1e-4, 1.0, None)], tmp_path / "none.png") is None  # nothing defined
+
+
+# -- synthetic sweep folders: what Hydra and the pipeline leave, without running anything ----
+
+QUANT = {"none": {"name": "none"}, "rtn_int4": {"name": "rtn_int4", "bits": 4, "group_size": 64}}
+NEVER_STARTED = object()
+
+
+def job_config(keys: dict[str, str]) -> dict:
+    method = keys.get("method", "ga_gdr")
+    method_cfg = {"name": method, "loss": {"_target_": "quail_repro.methods.ga_gdr.GA_GDR", "alpha": 1.0}}
+    if method.startswith("quail"):
+        method_cfg["hinge"] = {"gamma": 1.0, "margin": "auto"}
+    return {"seed": int(keys.get("seed", 0)), "model": {"name": "tiny_llama"}, "dataset": {"name": "mini_news"},
+            "eval": {"batch_size": 8}, "method": method_cfg, "quant": QUANT}
+
+
+def results_json(method: str, m2: dict[str, float], *, schema_version: int | None = 2, **fields) -> dict:
+    """A finished run's results.json: M2 per precision as given, the other metrics fixed."""
+    out = {"model": "tiny_llama", "dataset": "mini_news", "method": method, "seed": 0, "status": "ok",
+           "metrics": {q: {"verbmem_f": 10.0, "knowmem_f": v, "knowmem_r": 50.0, "privleak": -20.0}
+                       for q, v in m2.items()}, **fields}
+    if schema_version is not None:
+        out["schema_version"] = schema_version
+    return out
+
+
+def fake_sweep(sweep: Path, params: dict[str, str], results_of, layout: str = "muse") -> Path:
+    """A sweep folder of ``params``' grid; ``results_of(keys)`` gives each job's results.json
+    (None: started, no results.json yet; NEVER_STARTED: no run folder)."""
+    mr = OmegaConf.create({"hydra": {"sweeper": {"params": params}, "overrides": {"task": []}},
+                           "report": {"name": "fake", "layout": layout, "published": []},
+                           "method": {"name": "ga_gdr"}, "quant": QUANT, "logger": {"_target_": "x"}})
+    sweep.mkdir(parents=True)
+    OmegaConf.save(mr, sweep / "multirun.yaml")
+    grid, _ = report.expand_grid(mr.hydra)
+    for num, overrides in enumerate(grid):
+        keys = dict(o.split("=", 1) for o in overrides)
+        res = results_of(keys)
+        if res is NEVER_STARTED:
+            continue
+        run = sweep / f"{num}_{keys.get('method', 'run')}"
+        (run / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create(overrides), run / ".hydra" / "overrides.yaml")
+        OmegaConf.save(OmegaConf.create(job_config(keys)), run / ".hydra" / "config.yaml")
+        if res is not None:
+            (run / "results.json").write_text(json.dumps(res))
+    return sweep
+
+
+def hinge_sweep(keys: dict[str, str]) -> dict:
+    m2 = {"none": 20.0, "rtn_int4": 40.0}
+    recovery = {"rtn_int4": {"knowmem_f": 0.5, "verbmem_f": None}}
+    if keys["method"] == "quail":  # the hinge never acted: ga_gdr's model and numbers
+        return results_json("quail", m2, recovery=recovery,
+                            unlearning={"status": "ok", "steps": 3, "hinge_active_steps": 0})
+    if keys["method"] == "quail_ga":  # written before the schema had a version or hinge activity
+        return results_json("quail_ga", {"none": 15.0, "rtn_int4": 30.0}, schema_version=None,
+                            recovery=recovery, unlearning={"status": "ok", "steps": 3})
+    return results_json(keys["method"], m2, recovery=recovery, unlearning={"status": "ok", "steps": 3})
+
+
+@pytest.mark.parametrize("layout", ["muse", "recovery"])
+def test_a_quail_run_whose_hinge_never_acted_shows_no_numbers_of_its_own(tmp_path, layout):
+    sweep = fake_sweep(tmp_path / "sweep", {"method": "ga_gdr,quail,quail_ga"}, hinge_sweep, layout)
+    rep = build(sweep, figures=False)
+    rows = read_csv(sweep / "fake.csv")
+    status = rows[0].index("status")
+    m2 = rows[0].index("full M2↓")
+    assert [r[status] for r in rows[1:]] == ["ok", "= base (hinge inactive)", "ok"]
+    assert [r[m2] for r in rows[1:]] == ["20.0", "", "15.0"]  # an old results.json shows its numbers
+    assert all(c == "" for c in rows[2][status + 1:])
+    assert "quail: QUAIL's hinge was never active (0 of 3 steps)" in rep.text and "the ga_gdr row has them" in rep.text
+    if layout == "muse":
+        section = rep.text[rep.text.index("Recovery ratio"):]
+        quail = next(line for line in section.splitlines() if line.startswith("| quail "))
+        assert [c.strip() for c in quail.strip("|").split("|")][1:] == ["= base (hinge inactive)"] * 2
+
+
+def test_published_numbers_are_data_files_named_as_the_experiments_name_them():
+    from quail_repro.report.published import load_published
+
+    published = load_published()
+    assert published["news"].rows[("ga_gdr", "4-bit")] == {"verbmem_f": 25.0, "knowmem_f": 50.1, "privleak": -99.1,
+                                                          "knowmem_r": 47.7}
+    assert (published["books"].model, published["books"].dataset) == ("llama2_7b_muse_books", "muse_books")
+    for path in (ROOT / "conf" / "experiment").glob("*.yaml"):
+        assert set(OmegaConf.select(OmegaConf.load(path), "report.published", default=[])) <= set(published), path.name

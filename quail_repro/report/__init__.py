@@ -1,0 +1,35 @@
+"""A sweep's finished runs as one table: NAME.md, NAME.csv, NAME.tex and NAME.png in the sweep folder.
+
+    python -m quail_repro.report SWEEP_DIR [--wandb]
+
+Runs by itself at the end of every sweep (TableCallback, registered in conf/config.yaml), and
+keeps the files current after each job, so a sweep stopped half way still has its table.
+Nothing is recomputed: the table is read from the run folders' results.json files
+(quail_repro.results).
+
+* Rows: one per job of the sweep's grid, named by the values of the swept keys (the grid is
+  expanded from the sweep folder's multirun.yaml the way Hydra's basic sweeper does it), in
+  the sweep's order. A job without results says so ("missing", "unfinished"); a job that
+  diverged or failed shows its status and no numbers, and so does a QUAIL job whose hinge
+  never acted ("= base": its model is its base method's).
+* Columns: ``report.layout`` (set by the experiment config):
+  - ``muse``: the four MUSE metrics M1-M4 at each precision of ``quant`` (full, 8-bit, 4-bit ...);
+  - ``buckets``: the bucket analysis (|dw| statistics, bucket overlap) per quantizer;
+  - ``recovery``: recovery ratios beside the bucket statistics that might explain them.
+* Published numbers (conf/published/*.yaml) stand beside ours, with the difference, only
+  for the same model, data and MUSE evaluation settings; otherwise they are listed apart as
+  not comparable.
+
+Modules: sweep (grid and jobs), table (cells, shared row parts), muse / buckets / recovery
+(layouts), published, render (md, csv, tex), figures, build, tracker, callback, cli.
+"""
+from quail_repro.report.build import Report, build, report_settings
+from quail_repro.report.callback import TableCallback
+from quail_repro.report.cli import main
+from quail_repro.report.render import render_csv, render_latex, render_markdown
+from quail_repro.report.sweep import Job, Sweep, collect, expand_grid, precision_labels
+from quail_repro.report.table import Table
+from quail_repro.report.tracker import log_to_tracker
+
+__all__ = ["Job", "Report", "Sweep", "Table", "TableCallback", "build", "collect", "expand_grid", "log_to_tracker",
+           "main", "precision_labels", "render_csv", "render_latex", "render_markdown", "report_settings"]

@@ -1,0 +1,74 @@
+"""A sweep folder in, its table files out: settings, layout, notes, files."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from quail_repro.report.buckets import bucket_table
+from quail_repro.report.figures import figure
+from quail_repro.report.muse import muse_table
+from quail_repro.report.published import load_published
+from quail_repro.report.recovery import recovery_table
+from quail_repro.report.render import render_csv, render_latex, render_markdown
+from quail_repro.report.sweep import Job, collect
+from quail_repro.report.table import Table
+
+LAYOUTS = {"muse": muse_table, "buckets": bucket_table, "recovery": recovery_table}
+DEFAULT_REPORT = {"name": "sweep", "title": "", "claim": "", "layout": "muse", "show": {}, "published": [],
+                  "figure": "knowmem_f"}
+
+
+@dataclass
+class Report:
+    name: str
+    table: Table
+    files: list[Path]
+    text: str  # what the terminal shows
+    jobs: list[Job]
+
+
+def report_settings(sweep_cfg: DictConfig) -> dict:
+    """The sweep's ``report`` settings over the defaults, checked."""
+    settings = dict(DEFAULT_REPORT)
+    settings.update(OmegaConf.to_container(sweep_cfg.get("report") or OmegaConf.create({}), resolve=True))
+    if settings["layout"] not in LAYOUTS:
+        raise ValueError(f"report.layout={settings['layout']!r}: choose one of {sorted(LAYOUTS)}")
+    unknown = [c for c in settings["published"] if c not in load_published()]
+    if unknown:
+        raise ValueError(f"report.published={unknown}: choose among {sorted(load_published())}")
+    return settings
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_name(path.name + ".tmp")  # a reader never sees half a file
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def build(sweep_dir: str | Path, *, figures: bool = True) -> Report:
+    """Read the sweep's run folders and write NAME.md/.csv/.tex (and NAME.png) into the sweep folder."""
+    sweep_dir = Path(sweep_dir)
+    sweep = collect(sweep_dir)
+    report = report_settings(sweep.config)
+    name = report["name"]
+    table = LAYOUTS[report["layout"]](name, report, sweep)
+    if report["claim"]:
+        table.notes.insert(0, f"Claim tested: {report['claim']}")
+    jobs = sweep.jobs
+    done = sum(j.results is not None for j in jobs)
+    absent = [f"{j.label} ({j.status})" for j in jobs if j.results is None]
+    table.notes.append(f"{done} of {len(jobs)} jobs finished" + (f"; no results yet: {', '.join(absent)}" if absent else "")
+                       + f". Sweep folder: {sweep_dir}.")
+    table.notes += sweep.notes
+    files = [_write(sweep_dir / f"{name}.md", render_markdown(table)),
+             _write(sweep_dir / f"{name}.csv", render_csv(table)),
+             _write(sweep_dir / f"{name}.tex", render_latex(table))]
+    if figures:
+        png = figure(report, jobs, sweep_dir / f"{name}.png")
+        if png is not None:
+            files.append(png)
+    return Report(name, table, files, render_markdown(table), jobs)

@@ -1,0 +1,83 @@
+"""The sweep's figure (NAME.png): per layout, the quantity the table is about."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from quail_repro.plotting import pyplot
+from quail_repro.report.recovery import dw_over_step
+from quail_repro.report.sweep import Job, precision_labels
+from quail_repro.results import MUSE_METRICS
+
+
+def bars(groups: list[str], series: dict[str, list[float | None]], ylabel: str, path: Path, fmt: str) -> Path | None:
+    """Grouped bars with their values on top: one group per row label, one bar per series (None: no bar).
+
+    Rows with no value in any series are left out.
+    """
+    keep = [i for i in range(len(groups)) if any(vs[i] is not None for vs in series.values())]
+    if not keep:
+        return None
+    groups, series = [groups[i] for i in keep], {k: [vs[i] for i in keep] for k, vs in series.items()}
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(groups) * max(1, len(series))), 4))
+    width = 0.8 / max(1, len(series))
+    for i, (label, vs) in enumerate(series.items()):
+        xs = [g + i * width for g, v in enumerate(vs) if v is not None]
+        drawn = ax.bar(xs, [v for v in vs if v is not None], width, label=label)
+        ax.bar_label(drawn, fmt=fmt, fontsize=6, rotation=90, padding=2)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], groups, rotation=45, ha="right", fontsize=8)
+    ax.margins(y=0.15)  # room for the labels
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def recovery_scatter(jobs: list[Job], path: Path) -> Path | None:
+    """M2 recovery against median |dw|/step and against the transfer coefficient, one colour per quantizer."""
+    labels = precision_labels(jobs)
+    points = {q: [(dw_over_step(j.results, q), j.results.analysis_of(q, "transfer_coef"),
+                   j.results.recovery_of(q, "knowmem_f"))
+                  for j in jobs if q in j.results.analysis and j.results.recovery_of(q, "knowmem_f") is not None]
+              for q in labels if q != "none"}
+    if not any(points.values()):
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for q, pts in points.items():
+        if pts:
+            axes[0].scatter([p[0] for p in pts], [p[2] for p in pts], label=labels[q])
+            axes[1].scatter([p[1] for p in pts], [p[2] for p in pts], label=labels[q])
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("median |Δw| / median quantization step")
+    axes[1].set_xlabel("update transfer coefficient")
+    axes[0].set_ylabel("KnowMem-forget recovery ratio")
+    for ax in axes:
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.axhline(1, color="grey", lw=0.5, ls="--")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def figure(report: dict, jobs: list[Job], path: Path) -> Path | None:
+    """buckets: bucket overlap per row and quantizer; recovery: recovery against |dw|/step and the
+    transfer coefficient; muse: the report.figure metric per row and precision."""
+    shown = [j for j in jobs if j.shows_numbers]
+    groups = [j.label for j in shown]
+    if report["layout"] == "recovery":
+        return recovery_scatter(shown, path)
+    if report["layout"] == "buckets":
+        quants = list(dict.fromkeys(q for j in shown for q in j.results.analysis))
+        series = {q: [j.results.analysis_of(q, "bucket_overlap") for j in shown] for q in quants}
+        series = {q: [None if v is None else 100 * v for v in vs] for q, vs in series.items()}
+        return bars(groups, series, "bucket overlap (% same code)", path, fmt="%.2f")
+    metric = report["figure"]
+    name = next((f"{m.paper} {m.what} ({m.better})" for m in MUSE_METRICS if m.key == metric), metric)
+    labels = precision_labels(jobs)
+    series = {labels[q]: [j.results.metric(q, metric) for j in shown] for q in labels}
+    return bars(groups, series, name, path, fmt="%.1f")

@@ -1,0 +1,67 @@
+"""The ``muse`` layout: MUSE's four metrics (M1-M4) at each precision of ``quant``, published
+numbers beside ours where comparable, and the recovery ratios below."""
+from __future__ import annotations
+
+from typing import Any
+
+from quail_repro.report.published import not_comparable_table, published_cells, published_for
+from quail_repro.report.recovery import ratio_table
+from quail_repro.report.sweep import Job, Sweep, precision_labels, quant_descriptions
+from quail_repro.report.table import Table, hinge_note, label_cells, label_columns
+from quail_repro.results import MUSE_METRICS, Results
+
+
+def muse_value(results: Results, precision: str, key: str) -> Any:
+    """A metric, or why a finished run has none at this precision."""
+    m = results.metrics.get(precision)
+    if m is None:
+        return "not evaluated"
+    return m.get(key) if m.ok else "failed"
+
+
+def precision_notes(job: Job) -> list[str]:
+    if not job.shows_numbers:
+        return []
+    return [f"{job.label} at {q}: {m.error}" for q, m in job.results.metrics.items() if not m.ok]
+
+
+def muse_table(name: str, report: dict, sweep: Sweep) -> Table:
+    keys, show = sweep.keys, dict(report["show"])
+    labels = precision_labels(sweep.jobs, sweep.config)
+    columns = label_columns(keys, show) + [("", "status")]
+    columns += [(labels[q], m.paper + m.better) for q in labels for m in MUSE_METRICS]
+    formats = ["text"] * (len(keys) + len(show) + 1) + ["num"] * (len(labels) * len(MUSE_METRICS))
+    t = Table(name, report["title"], columns, formats)
+    comparable, not_comparable = set(), set()  # published tables used; why the other rows could not be
+    for job in sweep.jobs:
+        head = label_cells(job, keys, show)
+        cells = ([muse_value(job.results, q, m.key) for q in labels for m in MUSE_METRICS] if job.shows_numbers
+                 else [None] * (len(labels) * len(MUSE_METRICS)))
+        t.rows.append(head + [job.status_text()] + cells)
+        t.notes += precision_notes(job) + job.failure_note() + hinge_note(job, sweep.jobs)
+        if not job.shows_numbers:
+            continue
+        pub, why = published_for(job.config)
+        if pub is None:
+            not_comparable.add(why)
+            continue
+        comparable.add(pub.key)
+        published = published_cells(pub, job.config.method.name, [labels[q] for q in labels])
+        if any(v is not None for v in published):
+            delta = [ours - theirs if isinstance(ours, (int, float)) and theirs is not None else None
+                     for ours, theirs in zip(cells, published)]
+            blank = [""] * len(head)
+            t.rows.append(blank + [f"{pub.source} published"] + published)
+            t.rows.append(blank + ["Δ ours − published"] + delta)
+    legend = ", ".join(f"{m.paper} {m.what} ({m.better})" for m in MUSE_METRICS)
+    t.notes.insert(0, f"{legend}; ROUGE-L ×100 (M1, M2, M4), PrivLeak % (M3; closer to 0 is better).")
+    descriptions = quant_descriptions(sweep.jobs, sweep.config, labels)
+    if descriptions:
+        t.notes.insert(1, "Columns: " + "; ".join(f"{labels[q]} = {d}" for q, d in descriptions.items()) + ".")
+    for key in report["published"]:
+        if key not in comparable:
+            t.extra.append(not_comparable_table(key, sorted(not_comparable)))
+    ratios = ratio_table(name, sweep.jobs, keys, labels)
+    if ratios is not None:
+        t.extra.append(ratios)
+    return t

@@ -1,0 +1,94 @@
+"""Recovery under quantization: the ``recovery`` layout (one row per setting, with the bucket
+statistics that might explain it), and the recovery-ratio table under every MUSE table."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from quail_repro.report.sweep import Job, Sweep, precision_labels
+from quail_repro.report.table import Table, hinge_note, key_name, label_cells, label_columns
+from quail_repro.results import Results
+
+HINGE_INACTIVE = "= base (hinge inactive)"
+
+
+class Column(NamedTuple):
+    header: str
+    source: str  # metric | recovery | analysis: the Results field it is read from
+    key: str
+    format: str  # pct: stored as a fraction, shown in percent
+
+
+#: the columns of each quantized precision in the recovery layout
+RECOVERY_COLUMNS = (
+    Column("M2", "metric", "knowmem_f", "num"),
+    Column("M2 recovery", "recovery", "knowmem_f", "ratio"),
+    Column("M1 recovery", "recovery", "verbmem_f", "ratio"),
+    Column("median |Δw|/Δ", "analysis", "dw_over_step", "sci"),
+    Column("overlap (%)", "analysis", "bucket_overlap", "pct"),
+    Column("transfer coef.", "analysis", "transfer_coef", "ratio"),
+)
+#: full precision, once per row
+FULL_COLUMNS = (Column("M2↓", "metric", "knowmem_f", "num"), Column("M4↑", "metric", "knowmem_r", "num"))
+#: the recovery-ratio table under a MUSE table
+RATIO_COLUMNS = (Column("M2 recovery", "recovery", "knowmem_f", "ratio"),
+                 Column("M1 recovery", "recovery", "verbmem_f", "ratio"))
+
+
+def dw_over_step(results: Results, precision: str) -> float | None:
+    """Median |unlearned − target| over the median quantization step of the target."""
+    dw, step = results.analysis_of(precision, "median_abs_dw"), results.analysis_of(precision, "median_step")
+    return None if dw is None or not step else dw / step
+
+
+def read(column: Column, results: Results, precision: str) -> Any:
+    if column.source == "metric":
+        return results.metric(precision, column.key)
+    if column.source == "recovery":
+        return results.recovery_of(precision, column.key)
+    value = (dw_over_step(results, precision) if column.key == "dw_over_step"
+             else results.analysis_of(precision, column.key))
+    return 100 * value if column.format == "pct" and value is not None else value
+
+
+def recovery_table(name: str, report: dict, sweep: Sweep) -> Table:
+    """One row per setting: full-precision M2/M4, then per quantized precision M2, the recovery
+    ratios, median |dw| over the median step, bucket overlap and the update transfer coefficient."""
+    keys, show = sweep.keys, dict(report["show"])
+    labels = precision_labels(sweep.jobs, sweep.config)
+    quantized = [q for q in labels if q != "none"]
+    per_precision = [(q, c) for q in quantized for c in RECOVERY_COLUMNS]
+    columns = (label_columns(keys, show) + [("", "status")] + [("full", c.header) for c in FULL_COLUMNS]
+               + [(labels[q], c.header) for q, c in per_precision])
+    formats = (["text"] * (len(keys) + len(show) + 1) + [c.format for c in FULL_COLUMNS]
+               + [c.format for _, c in per_precision])
+    t = Table(name, report["title"], columns, formats)
+    for job in sweep.jobs:
+        cells = ([read(c, job.results, "none") for c in FULL_COLUMNS] + [read(c, job.results, q) for q, c in per_precision]
+                 if job.shows_numbers else [None] * (len(FULL_COLUMNS) + len(per_precision)))
+        t.rows.append(label_cells(job, keys, show) + [job.status_text()] + cells)
+        t.notes += job.failure_note() + hinge_note(job, sweep.jobs)
+    t.notes.append("Recovery: (unlearned at q − unlearned at full) / (target at q − unlearned at full); 1 = all "
+                   "that unlearning removed came back, 0 = none, — = undefined. |Δw|/Δ: median |unlearned − target| "
+                   "over the median quantization step of the target; transfer coef.: <Q(w_u) − Q(w_t), Δw> / <Δw, Δw>.")
+    return t
+
+
+def ratio_table(name: str, jobs: list[Job], keys: list[str], labels: dict[str, str]) -> Table | None:
+    """Recovery ratios of the unlearned rows (pipeline.recovery): how much of what unlearning
+    removed came back at each quantized precision; "undefined" where it has no value."""
+    quantized = [q for q in labels if q != "none"]
+    unlearned = [j for j in jobs if (j.shows_numbers or j.hinge_inactive) and j.results.recovery]
+    if not quantized or not unlearned:
+        return None
+    columns = [("", key_name(k)) for k in keys] + [(labels[q], c.header) for q in quantized for c in RATIO_COLUMNS]
+    t = Table(f"{name}_recovery", "Recovery ratio: (unlearned at q − unlearned at full) / "
+              "(target at q − unlearned at full); 1 = all of it came back, 0 = none",
+              columns, ["text"] * len(keys) + [c.format for _ in quantized for c in RATIO_COLUMNS])
+    for job in unlearned:
+        if job.hinge_inactive:
+            cells = [HINGE_INACTIVE] * (len(columns) - len(keys))
+        else:
+            cells = [read(c, job.results, q) for q in quantized for c in RATIO_COLUMNS]
+            cells = ["undefined" if v is None else v for v in cells]
+        t.rows.append([job.keys.get(k) for k in keys] + cells)
+    return t

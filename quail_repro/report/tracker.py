@@ -1,0 +1,26 @@
+"""A sweep's table in the experiment tracker: one more run of the sweep's group (job_type report)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from quail_repro.loggers import sweep_group
+from quail_repro.report.build import Report
+
+
+def log_to_tracker(rep: Report, sweep_dir: str | Path, logger_cfg: DictConfig) -> str:
+    """The assembled table as a W&B Table and the files as an artifact; returns where the run went."""
+    group = logger_cfg.get("group") or sweep_group(rep.name, sweep_dir)
+    logger = instantiate(logger_cfg, job_type="report", group=group, run_name=f"{rep.name}-table")
+    logger.start({"report": rep.name, "sweep_dir": str(Path(sweep_dir).resolve()), "jobs": len(rep.jobs),
+                  "finished": sum(j.results is not None for j in rep.jobs),
+                  "hydra": {"mode": "MULTIRUN", "sweep_dir": str(sweep_dir)}}, str(sweep_dir))
+    logger.log_table(rep.name, rep.table.headers, rep.table.rows)
+    png = [f for f in rep.files if f.suffix == ".png"]
+    if png:
+        logger.log_images({f"{rep.name}/figure": png[0]})
+    logger.log_artifact(group, "table", rep.files)
+    logger.finish({"status": "ok"})
+    return logger.sync_hint()
