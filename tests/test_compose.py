@@ -58,7 +58,8 @@ PROBE = textwrap.dedent("""
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def main(cfg):
         probe("job")
-        print(json.dumps({"where": "after", "mode": HydraConfig.get().mode.name, "eval": cfg.eval.knowmem.trailing_space}))
+        print(json.dumps({"where": "after", "mode": HydraConfig.get().mode.name,
+                          "eval": cfg.eval.knowmem.trailing_space}))
 
     if __name__ == "__main__":
         main()

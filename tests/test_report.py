@@ -286,3 +286,81 @@ def test_published_numbers_are_data_files_named_as_the_experiments_name_them():
     assert (published["books"].model, published["books"].dataset) == ("llama2_7b_muse_books", "muse_books")
     for path in (ROOT / "conf" / "experiment").glob("*.yaml"):
         assert set(OmegaConf.select(OmegaConf.load(path), "report.published", default=[])) <= set(published), path.name
+
+
+# -- seeds: rows are the other swept keys, cells are mean ± sd over seeds ------------------
+
+M2_BY_SEED = {("target", "0"): 60.0, ("target", "1"): 62.0, ("target", "2"): 67.0,
+              ("ga_gdr", "0"): 40.0, ("ga_gdr", "1"): 44.0}  # ga_gdr seed 2 fails
+ITEMS_BY_SEED = {"0": {"full": [0.0, 0.0], "quant": [0.0, 1.0], "target_quant": [1.0, 1.0]},  # ratio 0.5
+                 "1": {"full": [0.0, 0.0], "quant": [1.0, 1.0], "target_quant": [1.0, 1.0]}}  # ratio 1
+
+
+def seeded_sweep(keys: dict[str, str]) -> dict:
+    method, seed = keys["method"], keys["seed"]
+    if (method, seed) not in M2_BY_SEED:
+        return {"model": "tiny_llama", "dataset": "mini_news", "method": method, "seed": int(seed),
+                "status": "failed", "error": "ConfigError: no such thing", "schema_version": 2}
+    m2 = M2_BY_SEED[method, seed]
+    if method == "target":
+        return results_json(method, {"none": m2, "rtn_int4": m2 - 10})
+    items = ITEMS_BY_SEED[seed]
+    ratio = (sum(items["quant"]) - sum(items["full"])) / (sum(items["target_quant"]) - sum(items["full"]))
+    return results_json(method, {"none": m2, "rtn_int4": m2 + 5}, unlearning={"status": "ok", "steps": 3},
+                        recovery={"rtn_int4": {"knowmem_f": ratio, "verbmem_f": None}},
+                        recovery_items={"rtn_int4": {"knowmem_f": items}})
+
+
+@pytest.fixture
+def seeds(tmp_path):
+    return fake_sweep(tmp_path / "seeds", {"method": "target,ga_gdr", "seed": "0,1,2"}, seeded_sweep)
+
+
+def test_a_seed_sweep_has_a_row_per_method_with_mean_sd_and_n(seeds):
+    rep = build(seeds)
+    table = (seeds / "fake.md").read_text().split("\n- ")[0]  # the table, not the notes and tables below
+    row = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+           for line in table.splitlines() if line.startswith(("| target", "| ga_gdr"))}
+    head = [c.strip() for c in table.splitlines()[2].strip("|").split("|")]
+    m2 = head.index("full M2↓")
+    assert row["target"][m2] == "63.0 ± 3.6 (n=3)"  # sd of 60, 62, 67: sqrt(26 / 2)
+    assert row["ga_gdr"][m2] == "42.0 ± 2.8 (n=2, 1 failed)"  # sd of 40, 44: sqrt(8 / 1)
+    assert row["ga_gdr"][head.index("status")] == "2× ok, 1× failed: ConfigError"
+    assert "ga_gdr seed=2 failed: ConfigError: no such thing" in rep.text
+    assert "Seeds with results per row: target 3 of 3, ga_gdr 2 of 3." in rep.text
+    assert (seeds / "fake.png").exists() and (seeds / "fake.tex").read_text().count("± 2.8 (n=2, 1 failed)") == 2
+
+
+def test_a_seed_sweep_csv_has_mean_sd_and_n_columns(seeds):
+    build(seeds, figures=False)
+    rows = read_csv(seeds / "fake.csv")
+    assert rows[0][:5] == ["method", "status", "full M1↓ mean", "full M1↓ sd", "full M1↓ n"]
+    assert len(rows[0]) == 2 + 8 * 3 and [r[0] for r in rows[1:]] == ["target", "ga_gdr"]
+    col = {h: i for i, h in enumerate(rows[0])}
+    ga = rows[2]
+    assert (float(ga[col["full M2↓ mean"]]), ga[col["full M2↓ n"]]) == (42.0, "2")
+    assert float(ga[col["full M2↓ sd"]]) == pytest.approx(8 ** 0.5)
+    assert float(ga[col["4-bit M2↓ mean"]]) == 47.0
+
+
+def test_a_seed_sweep_recovery_ratio_has_a_bootstrap_interval(seeds):
+    from quail_repro.report.tracker import tracker_rows
+    from quail_repro.stats import recovery_interval
+
+    rep = build(seeds, figures=False)
+    low, high = recovery_interval([ITEMS_BY_SEED["0"], ITEMS_BY_SEED["1"]])
+    ratios = next(x for x in rep.table.extra if x.name == "fake_recovery")
+    assert [r[0] for r in ratios.rows] == ["ga_gdr"]
+    assert ratios.rows[0][1].text("ratio") == f"0.75 ± 0.35 (n=2, 1 failed; 95% CI {low:.2f} to {high:.2f})"
+    assert "95% CI" in rep.text
+    # the W&B table holds each cell over seeds as its text
+    assert tracker_rows(rep.table)[1][rep.table.headers.index("full M2↓")] == "42.0 ± 2.8 (n=2, 1 failed)"
+
+
+def test_a_seed_sweep_in_the_recovery_layout(tmp_path):
+    sweep = fake_sweep(tmp_path / "seeds", {"method": "target,ga_gdr", "seed": "0,1,2"}, seeded_sweep, "recovery")
+    build(sweep, figures=False)
+    rows = read_csv(sweep / "fake.csv")
+    col = {h: i for i, h in enumerate(rows[0])}
+    assert {"4-bit M2 recovery ci95 low", "4-bit M2 recovery ci95 high"} <= set(col)
+    assert float(rows[2][col["4-bit M2 recovery mean"]]) == 0.75 and rows[2][col["4-bit M2 recovery n"]] == "2"

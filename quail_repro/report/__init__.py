@@ -12,6 +12,11 @@ Nothing is recomputed: the table is read from the run folders' results.json file
   the sweep's order. A job without results says so ("missing", "unfinished"); a job that
   diverged or failed shows its status and no numbers, and so does a QUAIL job whose hinge
   never acted ("= base": its model is its base method's).
+* Seeds: when ``seed`` is one of the swept keys, a row holds the jobs that differ only in
+  their seed, and a numeric cell is the mean ± sample sd over the seeds with a value, with n
+  and the seeds without one (``42.0 ± 2.8 (n=2, 1 failed)``); the CSV has mean, sd and n
+  columns; a recovery ratio adds a 95% bootstrap interval over seeds and questions
+  (quail_repro.stats).
 * Columns: ``report.layout`` (set by the experiment config):
   - ``muse``: the four MUSE metrics M1-M4 at each precision of ``quant`` (full, 8-bit, 4-bit ...);
   - ``buckets``: the bucket analysis (|dw| statistics, bucket overlap) per quantizer;
@@ -20,8 +25,9 @@ Nothing is recomputed: the table is read from the run folders' results.json file
   for the same model, data and MUSE evaluation settings; otherwise they are listed apart as
   not comparable.
 
-Modules: sweep (grid and jobs), table (cells, shared row parts), muse / buckets / recovery
-(layouts), published, render (md, csv, tex), figures, build, tracker, callback, cli.
+Modules: sweep (grid, jobs, rows), cells (a cell as text), table (the table, shared row
+parts), muse / buckets / recovery (layouts), published, render (md, csv, tex), figures,
+build, tracker, callback, cli.
 """
 from quail_repro.report.build import Report, build, report_settings
 from quail_repro.report.callback import TableCallback

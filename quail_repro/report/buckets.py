@@ -2,8 +2,11 @@
 unlearned run, one row per quantizer."""
 from __future__ import annotations
 
-from quail_repro.report.sweep import Sweep
-from quail_repro.report.table import Table, hinge_note, label_cells, label_columns
+from functools import partial
+
+from quail_repro.report.sweep import Job, Sweep, combined_status
+from quail_repro.report.table import Table, job_notes, label_cells, label_columns
+from quail_repro.results import Results
 
 #: (analysis key, header, format); pct: stored as a fraction, shown in percent
 BUCKET_STATS = [("median_abs_dw", "median |Δw|", "sci"), ("p99_abs_dw", "p99 |Δw|", "sci"),
@@ -15,26 +18,35 @@ BUCKET_STATS = [("median_abs_dw", "median |Δw|", "sci"), ("p99_abs_dw", "p99 |�
                 ("transfer_cos", "transfer cos", "ratio")]
 
 
+def analysis_status(job: Job, precision: str) -> str:
+    if not job.shows_numbers:
+        return job.status_text()
+    stats = job.results.analysis.get(precision)
+    if stats is None:
+        return "no analysis"
+    return f"failed: {stats.get('error')}" if stats.get("status") == "failed" else "ok"
+
+
+def bucket_value(results: Results, precision: str, key: str, unit: str) -> float | None:
+    value = results.analysis_of(precision, key)
+    return value * 100 if value is not None and unit == "pct" else value
+
+
 def bucket_table(name: str, report: dict, sweep: Sweep) -> Table:
     keys, show = sweep.keys, dict(report["show"])
     columns = label_columns(keys, show) + [("", "quantizer"), ("", "status")] + [("", h) for _, h, _ in BUCKET_STATS]
     formats = ["text"] * (len(keys) + len(show) + 2) + [u for _, _, u in BUCKET_STATS]
     t = Table(name, report["title"], columns, formats)
-    blank = [None] * len(BUCKET_STATS)
-    for job in sweep.jobs:
-        head = label_cells(job, keys, show)
-        t.notes += job.failure_note() + hinge_note(job, sweep.jobs)
-        if not job.shows_numbers or not job.results.analysis:
-            status = job.status_text() if not job.shows_numbers else "no analysis (not unlearned)"
-            t.rows.append(head + [None, status] + blank)
-            continue
-        for q, stats in job.results.analysis.items():
-            if stats.get("status") == "failed":
-                t.rows.append(head + [q, f"failed: {stats.get('error')}"] + blank)
-                continue
-            values = [job.results.analysis_of(q, k) for k, _, _ in BUCKET_STATS]
-            t.rows.append(head + [q, "ok"] + [v * 100 if v is not None and u == "pct" else v
-                                              for v, (_, _, u) in zip(values, BUCKET_STATS)])
+    for row in sweep.rows:
+        head = label_cells(row, keys, show)
+        t.notes += job_notes(row, sweep.jobs)
+        quantizers = list(dict.fromkeys(q for j in row.shown for q in j.results.analysis))
+        if not quantizers:
+            status = row.status_text() if not row.shown else "no analysis (not unlearned)"
+            t.rows.append(head + [None, status] + [None] * len(BUCKET_STATS))
+        for q in quantizers:
+            cells = [row.cell(partial(bucket_value, precision=q, key=k, unit=u)) for k, _, u in BUCKET_STATS]
+            t.rows.append(head + [q, combined_status([analysis_status(j, q) for j in row.jobs])] + cells)
     t.notes.append("Δ: the quantization step of the TARGET's weights (per group/block); |Δw|: unlearned − target; "
                    "bucket overlap: share of weights whose quantized code is unchanged; value overlap: share whose "
                    "dequantized value is unchanged (scale changes included); logit shift: mean "

@@ -13,7 +13,7 @@ from quail_repro.report.muse import muse_table
 from quail_repro.report.published import load_published
 from quail_repro.report.recovery import recovery_table
 from quail_repro.report.render import render_csv, render_latex, render_markdown
-from quail_repro.report.sweep import Job, collect
+from quail_repro.report.sweep import Job, Sweep, collect
 from quail_repro.report.table import Table
 
 LAYOUTS = {"muse": muse_table, "buckets": bucket_table, "recovery": recovery_table}
@@ -42,6 +42,14 @@ def report_settings(sweep_cfg: DictConfig) -> dict:
     return settings
 
 
+def seeds_note(sweep: Sweep) -> str:
+    per_row = ", ".join(f"{row.label} {len(row.shown)} of {len(row.jobs)}" for row in sweep.rows)
+    return (f"Over seeds {', '.join(sweep.seeds)}: a cell is the mean ± sample sd (ddof 1) over the n seeds with a "
+            "value, and counts the seeds without one (failed, missing ...); a recovery ratio adds a 95% bootstrap "
+            "interval over seeds and questions where the runs kept per-question scores. Seeds with results "
+            f"per row: {per_row}.")
+
+
 def _write(path: Path, text: str) -> Path:
     tmp = path.with_name(path.name + ".tmp")  # a reader never sees half a file
     tmp.write_text(text)
@@ -58,6 +66,8 @@ def build(sweep_dir: str | Path, *, figures: bool = True) -> Report:
     table = LAYOUTS[report["layout"]](name, report, sweep)
     if report["claim"]:
         table.notes.insert(0, f"Claim tested: {report['claim']}")
+    if sweep.seeds:
+        table.notes.append(seeds_note(sweep))
     jobs = sweep.jobs
     done = sum(j.results is not None for j in jobs)
     absent = [f"{j.label} ({j.status})" for j in jobs if j.results is None]
@@ -68,7 +78,7 @@ def build(sweep_dir: str | Path, *, figures: bool = True) -> Report:
              _write(sweep_dir / f"{name}.csv", render_csv(table)),
              _write(sweep_dir / f"{name}.tex", render_latex(table))]
     if figures:
-        png = figure(report, jobs, sweep_dir / f"{name}.png")
+        png = figure(report, sweep, sweep_dir / f"{name}.png")
         if png is not None:
             files.append(png)
     return Report(name, table, files, render_markdown(table), jobs)

@@ -1,19 +1,31 @@
 """The sweep's figure (NAME.png): per layout, the quantity the table is about."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from quail_repro.plotting import pyplot
+from quail_repro.report.buckets import bucket_value
+from quail_repro.report.cells import Spread
 from quail_repro.report.recovery import dw_over_step
-from quail_repro.report.sweep import Job, precision_labels
+from quail_repro.report.sweep import Job, Sweep, precision_labels
 from quail_repro.results import MUSE_METRICS
 
 
-def bars(groups: list[str], series: dict[str, list[float | None]], ylabel: str, path: Path, fmt: str) -> Path | None:
-    """Grouped bars with their values on top: one group per row label, one bar per series (None: no bar).
+def bars(groups: list[str], series: dict[str, list[float | Spread | None]], ylabel: str, path: Path,
+         fmt: str) -> Path | None:
+    """Grouped bars with their values on top: one group per row label, one bar per series (None: no
+    bar); a value over seeds is a bar at the mean with a sample-sd error bar (when n > 1).
 
     Rows with no value in any series are left out.
     """
+    def mean(v):
+        return v.mean if isinstance(v, Spread) else v
+
+    def sd(v):
+        return (v.sd or 0.0) if isinstance(v, Spread) else 0.0
+
+    series = {k: [None if mean(v) is None else v for v in vs] for k, vs in series.items()}
     keep = [i for i in range(len(groups)) if any(vs[i] is not None for vs in series.values())]
     if not keep:
         return None
@@ -22,12 +34,15 @@ def bars(groups: list[str], series: dict[str, list[float | None]], ylabel: str, 
     fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(groups) * max(1, len(series))), 4))
     width = 0.8 / max(1, len(series))
     for i, (label, vs) in enumerate(series.items()):
-        xs = [g + i * width for g, v in enumerate(vs) if v is not None]
-        drawn = ax.bar(xs, [v for v in vs if v is not None], width, label=label)
-        ax.bar_label(drawn, fmt=fmt, fontsize=6, rotation=90, padding=2)
+        drawn = [(g + i * width, v) for g, v in enumerate(vs) if v is not None]
+        errors = [sd(v) for _, v in drawn]
+        container = ax.bar([x for x, _ in drawn], [mean(v) for _, v in drawn], width, label=label,
+                           yerr=errors if any(errors) else None, capsize=2)
+        ax.bar_label(container, fmt=fmt, fontsize=6, rotation=90, padding=2)
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], groups, rotation=45, ha="right", fontsize=8)
     ax.margins(y=0.15)  # room for the labels
-    ax.set_ylabel(ylabel)
+    seeded = any(isinstance(v, Spread) for vs in series.values() for v in vs)
+    ax.set_ylabel(ylabel + (" (mean ± sd over seeds)" if seeded else ""))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -64,20 +79,20 @@ def recovery_scatter(jobs: list[Job], path: Path) -> Path | None:
     return path
 
 
-def figure(report: dict, jobs: list[Job], path: Path) -> Path | None:
+def figure(report: dict, sweep: Sweep, path: Path) -> Path | None:
     """buckets: bucket overlap per row and quantizer; recovery: recovery against |dw|/step and the
-    transfer coefficient; muse: the report.figure metric per row and precision."""
-    shown = [j for j in jobs if j.shows_numbers]
-    groups = [j.label for j in shown]
+    transfer coefficient (a point per run); muse: the report.figure metric per row and precision."""
     if report["layout"] == "recovery":
-        return recovery_scatter(shown, path)
+        return recovery_scatter([j for j in sweep.jobs if j.shows_numbers], path)
+    rows = [row for row in sweep.rows if row.shown]
+    groups = [row.label for row in rows]
     if report["layout"] == "buckets":
-        quants = list(dict.fromkeys(q for j in shown for q in j.results.analysis))
-        series = {q: [j.results.analysis_of(q, "bucket_overlap") for j in shown] for q in quants}
-        series = {q: [None if v is None else 100 * v for v in vs] for q, vs in series.items()}
+        quants = list(dict.fromkeys(q for row in rows for j in row.shown for q in j.results.analysis))
+        series = {q: [row.cell(partial(bucket_value, precision=q, key="bucket_overlap", unit="pct")) for row in rows]
+                  for q in quants}
         return bars(groups, series, "bucket overlap (% same code)", path, fmt="%.2f")
     metric = report["figure"]
     name = next((f"{m.paper} {m.what} ({m.better})" for m in MUSE_METRICS if m.key == metric), metric)
-    labels = precision_labels(jobs)
-    series = {labels[q]: [j.results.metric(q, metric) for j in shown] for q in labels}
+    labels = precision_labels(sweep.jobs)
+    series = {labels[q]: [row.cell(lambda r, q=q: r.metric(q, metric)) for row in rows] for q in labels}
     return bars(groups, series, name, path, fmt="%.1f")

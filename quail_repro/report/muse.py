@@ -2,12 +2,14 @@
 numbers beside ours where comparable, and the recovery ratios below."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
+from quail_repro.report.cells import Spread
 from quail_repro.report.published import not_comparable_table, published_cells, published_for
 from quail_repro.report.recovery import ratio_table
 from quail_repro.report.sweep import Job, Sweep, precision_labels, quant_descriptions
-from quail_repro.report.table import Table, hinge_note, label_cells, label_columns
+from quail_repro.report.table import Table, job_notes, label_cells, label_columns
 from quail_repro.results import MUSE_METRICS, Results
 
 
@@ -33,23 +35,24 @@ def muse_table(name: str, report: dict, sweep: Sweep) -> Table:
     formats = ["text"] * (len(keys) + len(show) + 1) + ["num"] * (len(labels) * len(MUSE_METRICS))
     t = Table(name, report["title"], columns, formats)
     comparable, not_comparable = set(), set()  # published tables used; why the other rows could not be
-    for job in sweep.jobs:
-        head = label_cells(job, keys, show)
-        cells = ([muse_value(job.results, q, m.key) for q in labels for m in MUSE_METRICS] if job.shows_numbers
-                 else [None] * (len(labels) * len(MUSE_METRICS)))
-        t.rows.append(head + [job.status_text()] + cells)
-        t.notes += precision_notes(job) + job.failure_note() + hinge_note(job, sweep.jobs)
-        if not job.shows_numbers:
+    for row in sweep.rows:
+        head = label_cells(row, keys, show)
+        cells = [row.cell(partial(muse_value, precision=q, key=m.key)) for q in labels for m in MUSE_METRICS]
+        t.rows.append(head + [row.status_text()] + cells)
+        t.notes += [note for job in row.jobs for note in precision_notes(job)] + job_notes(row, sweep.jobs)
+        if not row.shown:
             continue
-        pub, why = published_for(job.config)
+        config = row.shown[0].config
+        pub, why = published_for(config)
         if pub is None:
             not_comparable.add(why)
             continue
         comparable.add(pub.key)
-        published = published_cells(pub, job.config.method.name, [labels[q] for q in labels])
+        published = published_cells(pub, config.method.name, [labels[q] for q in labels])
         if any(v is not None for v in published):
-            delta = [ours - theirs if isinstance(ours, (int, float)) and theirs is not None else None
-                     for ours, theirs in zip(cells, published)]
+            ours = [c.mean if isinstance(c, Spread) else c for c in cells]
+            delta = [mine - theirs if isinstance(mine, (int, float)) and theirs is not None else None
+                     for mine, theirs in zip(ours, published)]
             blank = [""] * len(head)
             t.rows.append(blank + [f"{pub.source} published"] + published)
             t.rows.append(blank + ["Δ ours − published"] + delta)
@@ -61,7 +64,7 @@ def muse_table(name: str, report: dict, sweep: Sweep) -> Table:
     for key in report["published"]:
         if key not in comparable:
             t.extra.append(not_comparable_table(key, sorted(not_comparable)))
-    ratios = ratio_table(name, sweep.jobs, keys, labels)
+    ratios = ratio_table(name, sweep, labels)
     if ratios is not None:
         t.extra.append(ratios)
     return t

@@ -2,11 +2,14 @@
 statistics that might explain it), and the recovery-ratio table under every MUSE table."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, NamedTuple
 
-from quail_repro.report.sweep import Job, Sweep, precision_labels
-from quail_repro.report.table import Table, hinge_note, key_name, label_cells, label_columns
+from quail_repro.report.cells import Spread
+from quail_repro.report.sweep import Row, Sweep, precision_labels
+from quail_repro.report.table import Table, job_notes, key_name, label_cells, label_columns
 from quail_repro.results import Results
+from quail_repro.stats import recovery_interval
 
 HINGE_INACTIVE = "= base (hinge inactive)"
 
@@ -50,45 +53,55 @@ def read(column: Column, results: Results, precision: str) -> Any:
     return 100 * value if column.format == "pct" and value is not None else value
 
 
+def cell(row: Row, column: Column, precision: str) -> Any:
+    """The row's value of a column; over seeds, a recovery ratio also gets its 95% bootstrap
+    interval over seeds and questions, when every seed with a ratio kept its per-question scores."""
+    value = row.cell(lambda results: read(column, results, precision))
+    if column.source != "recovery" or not isinstance(value, Spread) or not value.n:
+        return value
+    items = [j.results.recovery_items.get(precision, {}).get(column.key) for j in row.shown
+             if j.results.recovery_of(precision, column.key) is not None]
+    return replace(value, interval=recovery_interval(items)) if all(items) else value
+
+
 def recovery_table(name: str, report: dict, sweep: Sweep) -> Table:
     """One row per setting: full-precision M2/M4, then per quantized precision M2, the recovery
     ratios, median |dw| over the median step, bucket overlap and the update transfer coefficient."""
     keys, show = sweep.keys, dict(report["show"])
     labels = precision_labels(sweep.jobs, sweep.config)
     quantized = [q for q in labels if q != "none"]
-    per_precision = [(q, c) for q in quantized for c in RECOVERY_COLUMNS]
-    columns = (label_columns(keys, show) + [("", "status")] + [("full", c.header) for c in FULL_COLUMNS]
-               + [(labels[q], c.header) for q, c in per_precision])
-    formats = (["text"] * (len(keys) + len(show) + 1) + [c.format for c in FULL_COLUMNS]
-               + [c.format for _, c in per_precision])
+    per_precision = [("none", c) for c in FULL_COLUMNS] + [(q, c) for q in quantized for c in RECOVERY_COLUMNS]
+    columns = (label_columns(keys, show) + [("", "status")]
+               + [(labels.get(q, "full"), c.header) for q, c in per_precision])
+    formats = ["text"] * (len(keys) + len(show) + 1) + [c.format for _, c in per_precision]
     t = Table(name, report["title"], columns, formats)
-    for job in sweep.jobs:
-        cells = ([read(c, job.results, "none") for c in FULL_COLUMNS] + [read(c, job.results, q) for q, c in per_precision]
-                 if job.shows_numbers else [None] * (len(FULL_COLUMNS) + len(per_precision)))
-        t.rows.append(label_cells(job, keys, show) + [job.status_text()] + cells)
-        t.notes += job.failure_note() + hinge_note(job, sweep.jobs)
+    for row in sweep.rows:
+        t.rows.append(label_cells(row, keys, show) + [row.status_text()] + [cell(row, c, q) for q, c in per_precision])
+        t.notes += job_notes(row, sweep.jobs)
     t.notes.append("Recovery: (unlearned at q − unlearned at full) / (target at q − unlearned at full); 1 = all "
                    "that unlearning removed came back, 0 = none, — = undefined. |Δw|/Δ: median |unlearned − target| "
                    "over the median quantization step of the target; transfer coef.: <Q(w_u) − Q(w_t), Δw> / <Δw, Δw>.")
     return t
 
 
-def ratio_table(name: str, jobs: list[Job], keys: list[str], labels: dict[str, str]) -> Table | None:
+def ratio_table(name: str, sweep: Sweep, labels: dict[str, str]) -> Table | None:
     """Recovery ratios of the unlearned rows (pipeline.recovery): how much of what unlearning
     removed came back at each quantized precision; "undefined" where it has no value."""
     quantized = [q for q in labels if q != "none"]
-    unlearned = [j for j in jobs if (j.shows_numbers or j.hinge_inactive) and j.results.recovery]
+    unlearned = [row for row in sweep.rows
+                 if any((j.shows_numbers or j.hinge_inactive) and j.results.recovery for j in row.jobs)]
     if not quantized or not unlearned:
         return None
+    keys = sweep.keys
     columns = [("", key_name(k)) for k in keys] + [(labels[q], c.header) for q in quantized for c in RATIO_COLUMNS]
     t = Table(f"{name}_recovery", "Recovery ratio: (unlearned at q − unlearned at full) / "
               "(target at q − unlearned at full); 1 = all of it came back, 0 = none",
               columns, ["text"] * len(keys) + [c.format for _ in quantized for c in RATIO_COLUMNS])
-    for job in unlearned:
-        if job.hinge_inactive:
+    for row in unlearned:
+        if not row.seeded and row.jobs[0].hinge_inactive:
             cells = [HINGE_INACTIVE] * (len(columns) - len(keys))
         else:
-            cells = [read(c, job.results, q) for q in quantized for c in RATIO_COLUMNS]
+            cells = [cell(row, c, q) for q in quantized for c in RATIO_COLUMNS]
             cells = ["undefined" if v is None else v for v in cells]
-        t.rows.append([job.keys.get(k) for k in keys] + cells)
+        t.rows.append([row.keys.get(k) for k in keys] + cells)
     return t

@@ -5,7 +5,8 @@ import csv
 import io
 import itertools
 
-from quail_repro.report.table import Table, fmt
+from quail_repro.report.cells import Spread, fmt
+from quail_repro.report.table import Table
 
 
 def to_markdown(t: Table) -> str:
@@ -32,11 +33,30 @@ def render_markdown(t: Table) -> str:
 
 
 def render_csv(t: Table) -> str:
+    """One CSV column per table column; a column over seeds becomes ``mean``, ``sd`` and ``n``
+    columns (and ``ci95 low``/``high`` where it has bootstrap intervals)."""
+    def spread_parts(i: int) -> list[str]:
+        cells = [row[i] for row in t.rows if isinstance(row[i], Spread)]
+        if not cells:
+            return []
+        return ["mean", "sd", "n"] + (["ci95 low", "ci95 high"] if any(c.interval for c in cells) else [])
+
+    parts = [spread_parts(i) for i in range(len(t.columns))]
+
+    def values(cell, column_parts: list[str]) -> list:
+        if not column_parts:
+            return ["" if cell is None else cell]
+        if not isinstance(cell, Spread):  # a published number, a status text: in the mean column
+            return ["" if cell is None else cell] + [""] * (len(column_parts) - 1)
+        low, high = cell.interval or ("", "")
+        by_part = {"mean": cell.mean, "sd": cell.sd, "n": cell.n, "ci95 low": low, "ci95 high": high}
+        return ["" if by_part[p] is None else by_part[p] for p in column_parts]
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(t.headers)
+    w.writerow([f"{h} {p}" if p else h for h, ps in zip(t.headers, parts) for p in (ps or [""])])
     for row in t.rows:
-        w.writerow(["" if v is None else v for v in row])
+        w.writerow([v for cell, ps in zip(row, parts) for v in values(cell, ps)])
     return buf.getvalue()
 
 

@@ -1,14 +1,18 @@
-"""A sweep folder read back: the grid of jobs (expanded as Hydra's basic sweeper does) and each
-job's config and results."""
+"""A sweep folder read back: the grid of jobs (expanded as Hydra's basic sweeper does), each
+job's config and results, and the table's rows (a row holds the jobs that differ only in their
+seed: one job, or several when ``seed`` is swept)."""
 from __future__ import annotations
 
 import itertools
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from quail_repro.report.cells import Spread, fmt
 from quail_repro.results import Results, read_results
 
 
@@ -16,7 +20,8 @@ from quail_repro.results import Results, read_results
 class Job:
     num: int
     overrides: list[str]
-    keys: dict[str, str]  # swept key -> this job's value
+    keys: dict[str, str]  # swept key -> this job's value (the seed apart)
+    seed: str | None = None  # this job's seed, when the seed is swept
     dir: Path | None = None
     config: DictConfig | None = None
     results: Results | None = None
@@ -24,7 +29,7 @@ class Job:
 
     @property
     def label(self) -> str:
-        return " ".join(self.keys.values())
+        return " ".join(self.keys.values()) + (f" seed={self.seed}" if self.seed is not None else "")
 
     @property
     def status(self) -> str:
@@ -39,6 +44,11 @@ class Job:
         """A QUAIL run whose hinge never acted: its model is its base method's, so are its numbers."""
         unlearning = self.results.unlearning if self.results is not None else None
         return unlearning is not None and unlearning.hinge_inactive
+
+    @property
+    def absent_reason(self) -> str:
+        """Why the job has no numbers to show (in a cell over seeds: "1 failed")."""
+        return "hinge inactive" if self.hinge_inactive else self.status
 
     @property
     def shows_numbers(self) -> bool:
@@ -85,16 +95,74 @@ class Job:
         return OmegaConf.select(self.config, dotted, default=None) if self.config is not None else None
 
 
+def combined_status(statuses: list[str]) -> str:
+    """The seeds' statuses as one: ``ok``, or each with how many seeds have it (``2× ok, 1× failed: X``)."""
+    counts = Counter(statuses)
+    if len(counts) == 1:
+        return statuses[0]
+    return ", ".join(f"{n}× {status}" for status, n in counts.items())
+
+
+@dataclass
+class Row:
+    """One line of a table: the jobs that differ only in their seed (one job without a seed sweep)."""
+    keys: dict[str, str]
+    jobs: list[Job]
+
+    @property
+    def label(self) -> str:
+        return " ".join(self.keys.values())
+
+    @property
+    def seeded(self) -> bool:
+        return len(self.jobs) > 1
+
+    @property
+    def shown(self) -> list[Job]:
+        """The jobs whose numbers the row shows."""
+        return [j for j in self.jobs if j.shows_numbers]
+
+    def status_text(self) -> str:
+        return combined_status([j.status_text() for j in self.jobs])
+
+    def cell(self, value_of: Callable[[Results], Any]) -> Any:
+        """A numeric column's cell: ``value_of(results)`` for one job (None when it has no numbers
+        to show); over seeds, a Spread of the numbers, counting why the other seeds have none."""
+        if not self.seeded:
+            job = self.jobs[0]
+            return value_of(job.results) if job.shows_numbers else None
+        values, absent = [], Counter()
+        for job in self.jobs:
+            value = value_of(job.results) if job.shows_numbers else job.absent_reason
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values.append(float(value))
+            else:  # a string says why (failed, not evaluated); None: the run had no value
+                absent["undefined" if value is None else value] += 1
+        return Spread(tuple(values), tuple(absent.items()))
+
+    def get(self, dotted: str) -> Any:
+        """A ``show`` value (Job.get): the one value the seeds share, or each seed's."""
+        values = []
+        for v in (j.get(dotted) for j in self.jobs):
+            if v is not None and v not in values:
+                values.append(v)
+        if len(values) > 1:
+            return " / ".join(fmt(v, "text") for v in values)
+        return values[0] if values else None
+
+
 @dataclass
 class Sweep:
     config: DictConfig  # multirun.yaml
     jobs: list[Job]
+    rows: list[Row]
+    seeds: list[str] = field(default_factory=list)  # the swept seeds; empty without a seed sweep
     notes: list[str] = field(default_factory=list)  # what did not fit the grid
 
     @property
     def keys(self) -> list[str]:
         """The keys that name a row."""
-        return list(self.jobs[0].keys) if self.jobs else []
+        return list(self.rows[0].keys) if self.rows else []
 
 
 def expand_grid(hydra_cfg: DictConfig) -> tuple[list[list[str]], list[str]]:
@@ -136,16 +204,20 @@ def collect(sweep_dir: str | Path) -> Sweep:
     found = {}
     for d in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").exists()):
         found[frozenset(OmegaConf.to_container(OmegaConf.load(d / ".hydra" / "overrides.yaml")))] = d
-    jobs = []
+    seed_key = next((k for k in swept if k.lstrip("+~") == "seed"), None)
+    jobs, rows = [], {}
     for num, overrides in enumerate(grid):
-        keys = {k: o.split("=", 1)[1] for o in overrides for k in swept if o.split("=", 1)[0] == k}
-        job = Job(num=num, overrides=overrides, keys=keys or {"method": str(sweep_cfg.method.name)})
+        values = dict(o.split("=", 1) for o in overrides)
+        keys = {k: values[k] for k in swept if k != seed_key} or {"method": str(sweep_cfg.method.name)}
+        job = Job(num=num, overrides=overrides, keys=keys, seed=values.get(seed_key))
         job.dir = found.pop(frozenset(overrides), None)
         if job.dir is not None:
             job.config = OmegaConf.load(job.dir / ".hydra" / "config.yaml")
             _read(job)
         jobs.append(job)
-    sweep = Sweep(sweep_cfg, jobs)
+        rows.setdefault(tuple(keys.items()), Row(keys, [])).jobs.append(job)
+    seeds = list(dict.fromkeys(j.seed for j in jobs)) if seed_key else []
+    sweep = Sweep(sweep_cfg, jobs, list(rows.values()), seeds)
     if found:
         sweep.notes.append(f"ignored {len(found)} run folder(s) not in this sweep's grid: "
                            + ", ".join(sorted(d.name for d in found.values())))

@@ -1,19 +1,19 @@
-"""The table every layout builds and every renderer reads, how a cell is shown, and the parts
-the layouts share (row labels, notes on failed and hinge-inactive jobs)."""
+"""The table every layout builds and every renderer reads, and the parts the layouts share
+(row labels, notes on failed and hinge-inactive jobs)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from quail_repro.report.sweep import Job
+from quail_repro.report.sweep import Job, Row
 
 
 @dataclass
 class Table:
-    """Columns are (group, name) pairs; a cell is a number (in display units), a string or None."""
+    """Columns are (group, name) pairs; a cell is a number (in display units), a Spread over
+    seeds, a string or None."""
     name: str
     title: str
     columns: list[tuple[str, str]]
@@ -27,23 +27,6 @@ class Table:
         return [f"{g} {n}" if g else n for g, n in self.columns]
 
 
-def fmt(value: Any, kind: str) -> str:
-    """A cell as text: numbers by their column's format, None as —."""
-    if value is None:
-        return "—"
-    if kind == "text" and isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, str) or kind == "text":
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if kind == "sci":
-        return f"{value:.2e}"
-    if kind in ("pct", "ratio"):
-        return f"{value:.2f}"
-    return f"{value:.1f}"
-
-
 def key_name(key: str) -> str:
     """A swept key as a column header: ``+experiment/quail_ablation`` -> ``quail_ablation``."""
     return key.lstrip("+").split("/")[-1].split(".")[-1]
@@ -54,8 +37,13 @@ def label_columns(keys: list[str], show: dict[str, str]) -> list[tuple[str, str]
     return [("", key_name(k)) for k in keys] + [("", h) for h in show]
 
 
-def label_cells(job: Job, keys: list[str], show: dict[str, str]) -> list[Any]:
-    return [job.keys.get(k) for k in keys] + [job.get(path) for path in show.values()]
+def label_cells(row: Row, keys: list[str], show: dict[str, str]) -> list[Any]:
+    return [row.keys.get(k) for k in keys] + [row.get(path) for path in show.values()]
+
+
+def job_notes(row: Row, jobs: list[Job]) -> list[str]:
+    """What went wrong in the row's jobs, and why a QUAIL row may show no numbers."""
+    return [note for job in row.jobs for note in job.failure_note()] + hinge_note(row, jobs)
 
 
 def base_method(job: Job, jobs: list[Job]) -> str | None:
@@ -71,13 +59,15 @@ def base_method(job: Job, jobs: list[Job]) -> str | None:
                  and "hinge" not in j.config.method and without_hinge(j) == mine), None)
 
 
-def hinge_note(job: Job, jobs: list[Job]) -> list[str]:
-    """Why a QUAIL row has no numbers of its own."""
-    if not job.hinge_inactive:
+def hinge_note(row: Row, jobs: list[Job]) -> list[str]:
+    """Why a QUAIL row has no numbers of its own (for some or all of its seeds)."""
+    inactive = [j for j in row.jobs if j.hinge_inactive]
+    if not inactive:
         return []
+    job = inactive[0]
+    who = row.label + (f" ({', '.join(f'seed={j.seed}' for j in inactive)})" if row.seeded else "")
     base = base_method(job, jobs)
-    steps = job.results.unlearning.steps
     loss = job.config.method.loss._target_.rsplit(".", 1)[-1]
     where = f"the {base} row has them" if base else f"its base method, loss {loss}, is not in this sweep"
-    return [f"{job.label}: QUAIL's hinge was never active (0 of {steps} steps), so its model is its base "
-            f"method's, bit for bit, and so are its numbers ({where})."]
+    return [f"{who}: QUAIL's hinge was never active (0 of {job.results.unlearning.steps} steps), so its model is "
+            f"its base method's, bit for bit, and so are its numbers ({where})."]

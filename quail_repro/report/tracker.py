@@ -8,6 +8,13 @@ from omegaconf import DictConfig
 
 from quail_repro.loggers import sweep_group
 from quail_repro.report.build import Report
+from quail_repro.report.cells import Spread, fmt
+from quail_repro.report.table import Table
+
+
+def tracker_rows(table: Table) -> list[list]:
+    """The table's rows with each cell over seeds as its text ("41.2 ± 3.0 (n=2, 1 failed)")."""
+    return [[fmt(v, f) if isinstance(v, Spread) else v for v, f in zip(row, table.formats)] for row in table.rows]
 
 
 def log_to_tracker(rep: Report, sweep_dir: str | Path, logger_cfg: DictConfig) -> str:
@@ -17,7 +24,7 @@ def log_to_tracker(rep: Report, sweep_dir: str | Path, logger_cfg: DictConfig) -
     logger.start({"report": rep.name, "sweep_dir": str(Path(sweep_dir).resolve()), "jobs": len(rep.jobs),
                   "finished": sum(j.results is not None for j in rep.jobs),
                   "hydra": {"mode": "MULTIRUN", "sweep_dir": str(sweep_dir)}}, str(sweep_dir))
-    logger.log_table(rep.name, rep.table.headers, rep.table.rows)
+    logger.log_table(rep.name, rep.table.headers, tracker_rows(rep.table))
     png = [f for f in rep.files if f.suffix == ".png"]
     if png:
         logger.log_images({f"{rep.name}/figure": png[0]})
