@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from quail_repro.errors import ConfigError
 from quail_repro.losses import IGNORE_INDEX, logit_distance
+from quail_repro.plotting import pyplot
 from quail_repro.train import _batch, causal_outputs
 from quail_repro.quant import (
     RTN,
@@ -226,21 +227,12 @@ def dw_over_step(target_state: dict[str, Tensor], unlearned_state: dict[str, Ten
 # -- plots -------------------------------------------------------------------------------
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_dw_histogram(ratios: dict[str, Tensor], path) -> Path:
     """One histogram of |dw|/Delta per label on a log-x axis, a line at 0.5 (half a step).
 
     Exact zeros cannot sit on a log axis; the legend gives their share instead.
     """
-    plt = _pyplot()
+    plt = pyplot()
     positive = {k: v.float().flatten()[v.flatten() > 0] for k, v in ratios.items()}
     present = [v for v in positive.values() if v.numel()]
     lo = min(float(v.min()) for v in present) if present else 1e-6
@@ -263,7 +255,7 @@ def plot_dw_histogram(ratios: dict[str, Tensor], path) -> Path:
 
 def plot_overlap_per_layer(per_layer: dict[str, dict[str, dict]], path) -> Path:
     """Bucket overlap per layer, one series per quantizer ({quantizer: {layer: {bucket_overlap, ...}}})."""
-    plt = _pyplot()
+    plt = pyplot()
     layers = list(next(iter(per_layer.values()), {}))
     fig, ax = plt.subplots(figsize=(max(7, 0.18 * len(layers)), 4))
     for label, stats in per_layer.items():

@@ -47,7 +47,11 @@ def _check_method(m: DictConfig) -> None:
         if m.auto_margin.aggregate not in AUTO_MARGIN_AGGREGATES:
             raise ConfigError(f"method.auto_margin.aggregate={m.auto_margin.aggregate!r}: "
                               f"choose one of {list(AUTO_MARGIN_AGGREGATES)}")
-        make(m.auto_margin.quantizer)
+        quantizer = m.auto_margin.get("quantizer")
+        if not isinstance(quantizer, DictConfig) or "_target_" not in quantizer:  # e.g. a bare name
+            raise ConfigError(f"quantizer {quantizer!r} not found: method.auto_margin.quantizer is a "
+                              "conf/quant config, chosen with quant@method.auto_margin.quantizer=NAME")
+        make(quantizer)
     elif isinstance(hinge.margin, bool) or not isinstance(hinge.margin, (int, float)) or hinge.margin < 0:
         raise ConfigError(f"method.hinge.margin={hinge.margin!r}: a number >= 0, or auto")
 
