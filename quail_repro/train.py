@@ -142,8 +142,11 @@ class LMTrainConfig:
     min_lr_ratio: float
     seed: int
     max_abs_loss: float | None
+    param_dtype: str  # native (model.dtype) | float32 | bfloat16_emulated (fp32, rounded to bf16 after each step)
 
     def __post_init__(self):
+        if self.param_dtype not in PARAM_DTYPES:
+            raise ConfigError(f"model.train.param_dtype={self.param_dtype!r}: choose one of {list(PARAM_DTYPES)}")
         for name in ("epochs", "batch_size", "seq_len"):
             _check_positive(f"model.train.{name}", getattr(self, name), integer=True)
         _check_positive("model.train.lr", self.lr, integer=False)
@@ -184,7 +187,12 @@ def _epoch_blocks(docs: list[list[int]], cfg: "LMTrainConfig", generator: torch.
 
 
 def train_lm(model, docs: list[list[int]], cfg: LMTrainConfig, desc: str = "train") -> list[float]:
-    """Next-token training with AdamW, linear warmup and cosine decay to min_lr_ratio * lr."""
+    """Next-token training with AdamW, linear warmup and cosine decay to min_lr_ratio * lr.
+
+    ``cfg.param_dtype == "bfloat16_emulated"`` rounds the weights to bf16 before the first
+    and after every optimizer step (bf16 storage, fp32 arithmetic: give it an fp32 model);
+    the other values train the model in whatever dtype it has.
+    """
     generator = torch.Generator().manual_seed(cfg.seed)
     steps_per_epoch = math.ceil(len(pack(docs, cfg.seq_len)) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -197,6 +205,9 @@ def train_lm(model, docs: list[list[int]], cfg: LMTrainConfig, desc: str = "trai
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    emulate_bf16 = cfg.param_dtype == "bfloat16_emulated"
+    if emulate_bf16:  # the first step already starts from bf16 weights, as a bf16-initialised model would
+        round_params_to_bf16(model)
     model.train()
     history = []
     bar = tqdm(itertools.islice(_epoch_blocks(docs, cfg, generator), total), total=total, desc=desc)
@@ -208,6 +219,8 @@ def train_lm(model, docs: list[list[int]], cfg: LMTrainConfig, desc: str = "trai
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if emulate_bf16:
+            round_params_to_bf16(model)
         sched.step()
         history.append(loss.item())
         if step % 10 == 0:

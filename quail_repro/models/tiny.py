@@ -48,13 +48,29 @@ def generic_texts(base: dict) -> list[str]:
 
 
 class TinyLlama:
+    """``dtype`` is the precision every later stage loads the models at (evaluation, and
+    unlearning with method.param_dtype=native); ``train.param_dtype`` is how target, retrain
+    (and base) are trained and stored: ``native`` in ``dtype`` (what the cache keys without the
+    key mean), ``float32``, or ``bfloat16_emulated``: fp32 arithmetic, weights rounded to bf16
+    after every optimizer step and saved in bf16, so a later fp32 load holds bf16 values
+    exactly and bf16 unlearning starts from them rather than rounding the target first."""
+
     def __init__(self, name: str, dtype: str, vocab_size: int, add_prefix_space: bool, arch: dict, train: dict,
                  target_splits: list[str], retrain_splits: list[str], base: dict):
         self.name, self.dtype = name, resolve_dtype(dtype)
         self.vocab_size, self.add_prefix_space = vocab_size, add_prefix_space
         self.arch, self.train = to_plain(arch), to_plain(train)
+        self.param_dtype = LMTrainConfig(**self.train).param_dtype  # checks model.train before any stage
+        self.train_dtype = self.dtype if self.param_dtype == "native" else torch.float32
         self.target_splits, self.retrain_splits = list(target_splits), list(retrain_splits)
         self.base = to_plain(base) if base and base.get("enabled") else None
+
+    def _train_key(self) -> dict:
+        """model.train as cache keys hold it: native storage (the default) is left out, so the
+        models trained before the setting existed keep their keys."""
+        if self.param_dtype == "native":
+            return {k: v for k, v in self.train.items() if k != "param_dtype"}
+        return self.train
 
     def prepare(self, corpus, corpus_key: str, cache: Cache, device: str) -> dict[str, ModelRef]:
         tok_spec = {"corpus": corpus_key, "vocab_size": self.vocab_size, "add_prefix_space": self.add_prefix_space}
@@ -63,13 +79,13 @@ class TinyLlama:
             all_text, self.vocab_size, self.add_prefix_space).save_pretrained(d))
         base_dir = None
         if self.base:
-            base_spec = {"tokenizer": tok_dir.name, "arch": self.arch, "train": self.train,
+            base_spec = {"tokenizer": tok_dir.name, "arch": self.arch, "train": self._train_key(),
                          "dtype": str(self.dtype), "base": self.base}
             base_dir = cache.get_or_build("base", base_spec, lambda d: self._train_model(
                 d, tok_dir, generic_texts(self.base), device, "base", train_overrides=self.base["train"]))
         refs = {}
         for role, splits in (("target", self.target_splits), ("retrain", self.retrain_splits)):
-            spec = {"tokenizer": tok_dir.name, "arch": self.arch, "train": self.train,
+            spec = {"tokenizer": tok_dir.name, "arch": self.arch, "train": self._train_key(),
                     "dtype": str(self.dtype), "splits": splits}
             if base_dir is not None:  # only then: models trained without a base keep their cache keys
                 spec["base"] = base_dir.name
@@ -86,16 +102,18 @@ class TinyLlama:
         cfg = LMTrainConfig(**{**self.train, **(train_overrides or {})})
         torch.manual_seed(cfg.seed)
         if init is not None:
-            model = LlamaForCausalLM.from_pretrained(init, dtype=self.dtype).to(device)
+            model = LlamaForCausalLM.from_pretrained(init, dtype=self.train_dtype).to(device)
         else:
             config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                                  **self.arch)
-            model = LlamaForCausalLM(config).to(device=device, dtype=self.dtype)
+            model = LlamaForCausalLM(config).to(device=device, dtype=self.train_dtype)
         docs = tokenize_docs(tokenizer, texts)
         log.info("training %s: %d params, %d blocks of %d tokens, %d epochs", role,
                  sum(p.numel() for p in model.parameters()), len(pack(docs, cfg.seq_len)), cfg.seq_len, cfg.epochs)
         history = train_lm(model, docs, cfg, desc=f"train {role}")
+        if cfg.param_dtype == "bfloat16_emulated":  # stored as trained: bf16 (exact, the values already are)
+            model.to(torch.bfloat16)
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
         (out_dir / "train_loss.txt").write_text("\n".join(f"{x:.5f}" for x in history))
