@@ -29,7 +29,7 @@ analysed layers in memory as float32 (4 bytes per weight).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -56,17 +56,30 @@ from quail_repro.quant import (
 
 
 
+#: groups of by_abs_w_decile, and the quantiles of |w0| over the changed weights (analyse_buckets)
+DECILES = 10
+CHANGED_QUANTILES = {"q10": 0.1, "q50": 0.5, "q90": 0.9}
+
+
 # -- codes -------------------------------------------------------------------------------
 
 
-def _quantize(quantizer, weight: Tensor, dtype: torch.dtype | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """(comparable codes, dequantized float32 values, per-weight Delta) of one Linear weight (out x in)."""
+class _Quantized(NamedTuple):
+    codes: Tensor  # comparable between two models (see the module doc)
+    values: Tensor  # dequantized, float32
+    step: Tensor  # Delta per weight
+    zero_code: Tensor  # the code that holds 0, per weight or one for all (broadcasts against codes)
+
+
+def _quantize(quantizer, weight: Tensor, dtype: torch.dtype | str | None = None) -> _Quantized:
+    """One Linear weight (out x in) under an RTN or BitsAndBytes quantizer."""
     if dtype is not None:  # the evaluation quantizes the weight as loaded, in this dtype
         weight = weight.to(as_dtype(dtype))
     if isinstance(quantizer, RTN):
         args = (quantizer.bits, quantizer.group_size, quantizer.symmetric)
         codes, scale, zero = rtn_codes(weight, *args)
-        return codes, rtn_dequantize(codes, scale, zero), expand_groups(scale, weight.shape)
+        return _Quantized(codes, rtn_dequantize(codes, scale, zero), expand_groups(scale, weight.shape),
+                          expand_groups(zero, weight.shape))
     if isinstance(quantizer, BitsAndBytes) and quantizer.bits == 4:
         qt, bs = quantizer.quant_type, quantizer.blocksize
         codes, absmax = bnb_4bit_codes(weight, quant_type=qt, blocksize=bs)
@@ -75,11 +88,12 @@ def _quantize(quantizer, weight: Tensor, dtype: torch.dtype | str | None = None)
         spacing = (levels.max() - levels.min()) / (levels.numel() - 1)
         per_weight_absmax = absmax.repeat_interleave(bs)[: weight.numel()].reshape(weight.shape)
         values = bnb_4bit_dequantize(codes, absmax, quant_type=qt, blocksize=bs)
-        return table[codes.long()], values, per_weight_absmax * spacing
+        # codes are table values, so "holds 0" is the value 0 (both of FP4's zero codes)
+        return _Quantized(table[codes.long()], values, per_weight_absmax * spacing, table.new_zeros(()))
     if isinstance(quantizer, BitsAndBytes) and quantizer.bits == 8:
         codes, row_absmax = bnb_int8_codes(weight)
         step = (row_absmax / 127.0).unsqueeze(-1).expand(weight.shape)
-        return codes, bnb_int8_dequantize(codes, row_absmax), step
+        return _Quantized(codes, bnb_int8_dequantize(codes, row_absmax), step, codes.new_zeros(()))
     raise ConfigError(
         f"bucket analysis needs an RTN or BitsAndBytes quantizer, got {type(quantizer).__name__} "
         f"({getattr(quantizer, 'name', '?')}); full precision has no buckets"
@@ -91,8 +105,8 @@ def quantizer_codes(quantizer, weight: Tensor, *, dtype: torch.dtype | str | Non
     Linear weight (out x in) under an RTN or BitsAndBytes quantizer (see the module doc).
     ``dtype``: the dtype the evaluation loads the model at (weights are cast to it before
     quantizing, as the load does); None quantizes the weight as given."""
-    codes, _, step = _quantize(quantizer, weight, dtype)
-    return codes, step
+    q = _quantize(quantizer, weight, dtype)
+    return q.codes, q.step
 
 
 def layer_names_for(model: nn.Module) -> list[str]:
@@ -140,16 +154,32 @@ def analyse_buckets(
     quantized update Q(w1) - Q(w0) onto dw, overall and ``_flipped``: only the weights
     whose code changed) and per_layer {name: {bucket_overlap, median_abs_dw,
     frac_below_half_step, transfer_coef, transfer_cos}}.
+
+    Where the update lives (bf16 storage can only move weights whose update exceeds half
+    their resolution, |w|/256; science.md section 5): frac_changed (w1 != w0 exactly),
+    abs_w_changed_quantiles {q10, q50, q90} (|w0| of the changed weights; None when none
+    changed), abs_w_median (|w0| of all analysed weights), and the same three numbers,
+    share_of_weights, share_of_update_norm (the group's sum of dw^2 over the total) and
+    transfer_coef, for two splits: by_code {"zero": weights whose target code is the one
+    that holds 0 (RTN: the zero point; bnb 4-bit: the table value 0, both of FP4's; int8:
+    0), "other"} and by_abs_w_decile (10 groups by the deciles of |w0| over the analysed
+    weights, each with its |w0| range abs_w_from..abs_w_to; ties make shares differ from 0.1).
     """
     if not layer_names:
         raise ValueError("bucket_analysis: no layers to analyse")
-    per_layer, all_dw, all_step, ratios = {}, [], [], []
+    per_layer, all_dw, all_step, ratios, changed_abs_w = {}, [], [], [], []
     n = same_code = same_value = below = 0
     overall, flipped = _Transfer(), _Transfer()
+    abs_w = torch.cat([_pair(target_state, unlearned_state, name)[0].float().abs().flatten().cpu()
+                       for name in layer_names]).numpy()
+    edges = np.quantile(abs_w, np.arange(1, DECILES) / DECILES)
+    bounds = [float(abs_w.min()), *map(float, edges), float(abs_w.max())]
+    abs_w_median = float(np.median(abs_w))
+    del abs_w  # a transient copy, 4 bytes per weight
+    by_code, by_decile = _Split(2), _Split(DECILES)
     for name in layer_names:
         w0, w1 = _pair(target_state, unlearned_state, name)
-        c0, v0, step = _quantize(quantizer, w0, dtype)
-        c1, v1, _ = _quantize(quantizer, w1, dtype)
+        (c0, v0, step, zero_code), (c1, v1, _, _) = _quantize(quantizer, w0, dtype), _quantize(quantizer, w1, dtype)
         dw = _abs_dw(w0, w1).cpu()
         step = step.flatten().float().cpu()
         k_code, k_value = int((c0 == c1).sum()), int((v0 == v1).sum())
@@ -159,6 +189,11 @@ def analyse_buckets(
         overall.add(d, q)
         flip = (c0 != c1).flatten()
         flipped.add(d[flip], q[flip])
+        a = w0.double().abs().flatten()  # float64, as the edges: no weight changes decile by rounding
+        changed_abs_w.append(a[d != 0].float().cpu())
+        by_code.add((c0 != zero_code).flatten().long().to(d.device), d, q)  # 0: the code that holds 0
+        by_decile.add(torch.bucketize(a, torch.as_tensor(edges, dtype=torch.float64, device=a.device), right=True),
+                      d, q)
         per_layer[name] = {
             "bucket_overlap": k_code / dw.numel(),
             "median_abs_dw": float(np.median(dw.numpy())),
@@ -183,9 +218,26 @@ def analyse_buckets(
         "n_weights": n,
         **overall.summary(),
         **{f"{k}_flipped": v for k, v in flipped.summary().items()},
+        **_where_the_update_lives(torch.cat(changed_abs_w).numpy(), n, abs_w_median, by_code, by_decile, bounds),
         "per_layer": per_layer,
     }
     return stats, torch.cat(ratios)
+
+
+def _where_the_update_lives(changed_abs_w: np.ndarray, n: int, abs_w_median: float, by_code: "_Split",
+                            by_decile: "_Split", bounds: list[float]) -> dict[str, Any]:
+    """The statistics of analyse_buckets' second paragraph, from its accumulators."""
+    quantiles = (np.quantile(changed_abs_w, list(CHANGED_QUANTILES.values())) if changed_abs_w.size
+                 else [None] * len(CHANGED_QUANTILES))
+    zero, other = by_code.summary()
+    return {
+        "frac_changed": changed_abs_w.size / n,
+        "abs_w_changed_quantiles": {k: None if v is None else float(v) for k, v in zip(CHANGED_QUANTILES, quantiles)},
+        "abs_w_median": abs_w_median,
+        "by_code": {"zero": zero, "other": other},
+        "by_abs_w_decile": [{"abs_w_from": lo, "abs_w_to": hi, **group}
+                            for lo, hi, group in zip(bounds[:-1], bounds[1:], by_decile.summary())],
+    }
 
 
 def bucket_analysis(target_state: dict[str, Tensor], unlearned_state: dict[str, Tensor], layer_names: list[str],
@@ -216,6 +268,26 @@ class _Transfer:
         coef = self.qd / self.dd if self.dd > 0 else None
         cos = self.qd / (self.qq * self.dd) ** 0.5 if self.dd > 0 and self.qq > 0 else None
         return {"transfer_coef": coef, "transfer_cos": cos}
+
+
+class _Split:
+    """Weights put into groups by an index (0..n_groups-1): per group its share of the weights,
+    its share of the update's squared norm sum(dw^2), and its transfer coefficient <q, d> / <d, d>
+    (None where the group has no update)."""
+
+    def __init__(self, n_groups: int):
+        self.count, self.dd, self.qd = np.zeros(n_groups), np.zeros(n_groups), np.zeros(n_groups)
+
+    def add(self, index: Tensor, d: Tensor, q: Tensor) -> None:
+        d, q = d.double(), q.double()
+        for total, weights in ((self.count, None), (self.dd, d * d), (self.qd, q * d)):
+            total += torch.bincount(index, weights=weights, minlength=total.size).cpu().numpy()
+
+    def summary(self) -> list[dict[str, float | None]]:
+        n, dd = self.count.sum(), self.dd.sum()
+        return [{"share_of_weights": float(k / n), "share_of_update_norm": float(e / dd) if dd > 0 else None,
+                 "transfer_coef": float(c / e) if e > 0 else None}
+                for k, e, c in zip(self.count, self.dd, self.qd)]
 
 
 def dw_over_step(target_state: dict[str, Tensor], unlearned_state: dict[str, Tensor], layer_names: list[str],

@@ -29,8 +29,9 @@ from quail_repro.train import UnlearnConfig, pack_texts, unlearn as unlearn_loop
 
 log = logging.getLogger(__name__)
 #: bump when the analysis gains or changes statistics, so cached analyses are redone
-#: (2: update transfer and KL added)
-ANALYSIS_VERSION = 2
+#: (2: update transfer and KL added; 3: where the update lives: frac_changed, |w| of the changed
+#: weights, by_code and by_abs_w_decile)
+ANALYSIS_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -224,3 +224,61 @@ def test_transfer_of_one_flip_by_hand():
     assert stats["transfer_coef"] == pytest.approx(0.1 * 0.06 / (0.06**2 + 0.02**2), rel=1e-4)
     assert stats["transfer_coef_flipped"] == pytest.approx(0.1 / 0.06, rel=1e-4)
     assert stats["per_layer"]["l.weight"]["transfer_coef"] == pytest.approx(stats["transfer_coef"])
+
+
+# -- where the update lives (which weights changed, split by code and by |w|) -------------
+
+def test_where_the_update_lives_by_hand():
+    # one asymmetric 4-bit group of 10: min -0.3, max 1.2, step 0.1, zero point 3 (the code of 0.0);
+    # |w0| = 0.3, 0, 0.1, 0.2, 0.4, 0.5, 0.6, 0.9, 1.0, 1.2: all distinct, so each |w| decile holds
+    # one weight, in the order 0 (i1), 0.1 (i2), 0.2 (i3), 0.3 (i0), 0.4 (i4), 0.5, 0.6, 0.9 (i7), 1.0, 1.2.
+    # Moves (ends fixed, so the grid stays): i1 0.0 -> 0.04 (still code 3: q 0), i2 0.1 -> 0.16
+    # (rounds to 0.2: q +0.1), i4 0.4 -> 0.42 (q 0), i7 0.9 -> 0.83 (rounds to 0.8: q -0.1).
+    w0 = torch.tensor([[-0.3, 0.0, 0.1, 0.2, 0.4, 0.5, 0.6, 0.9, 1.0, 1.2]])
+    w1 = w0.clone()
+    for i, delta in {1: 0.04, 2: 0.06, 4: 0.02, 7: -0.07}.items():
+        w1[0, i] += delta
+    s = bucket_analysis({"l": w0}, {"l": w1}, ["l"], RTN(name="rtn_int4", bits=4, group_size=10, symmetric=False))
+    approx = lambda x: pytest.approx(x, rel=1e-4, abs=1e-6)
+    # sum dw^2 = 0.04^2 + 0.06^2 + 0.02^2 + 0.07^2 = 0.0105 = 105e-4; <q, d> = 0.1*0.06 + 0.1*0.07 = 0.013
+    assert s["transfer_coef"] == approx(0.013 / 0.0105)
+    assert s["frac_changed"] == 4 / 10
+    # changed |w0| = 0, 0.1, 0.4, 0.9 (linear interpolation at 3q): q10 0.03, q50 0.25, q90 0.4 + 0.7 * 0.5
+    assert s["abs_w_changed_quantiles"] == {"q10": approx(0.03), "q50": approx(0.25), "q90": approx(0.75)}
+    assert s["abs_w_median"] == approx(0.45)  # (0.4 + 0.5) / 2
+    # zero code: i1 alone (0.04^2 of the norm, no quantized change); other: the 9 others, <q,d> 0.013 over 0.0089
+    assert s["by_code"]["zero"] == {"share_of_weights": 0.1, "share_of_update_norm": approx(16 / 105),
+                                    "transfer_coef": 0.0}
+    assert s["by_code"]["other"] == {"share_of_weights": 0.9, "share_of_update_norm": approx(89 / 105),
+                                     "transfer_coef": approx(0.013 / 0.0089)}
+    deciles = s["by_abs_w_decile"]
+    assert len(deciles) == 10 and all(g["share_of_weights"] == 0.1 for g in deciles)
+    moved = {0: (16, 0.0), 1: (36, 0.1 * 0.06 / 0.0036), 4: (4, 0.0), 7: (49, 0.1 * 0.07 / 0.0049)}
+    for k, g in enumerate(deciles):
+        share, coef = moved.get(k, (0, None))
+        assert g["share_of_update_norm"] == approx(share / 105), k
+        assert g["transfer_coef"] == (None if coef is None else approx(coef)), k
+    assert (deciles[0]["abs_w_from"], deciles[-1]["abs_w_to"]) == (0.0, approx(1.2))
+    assert deciles[7]["abs_w_from"] == approx(0.6 + 0.3 * 0.3) and deciles[7]["abs_w_from"] < 0.9  # edge at 7.2/9
+
+
+def test_nothing_changed_has_no_quantiles_and_no_shares():
+    w = _randn(2, 32)
+    s = bucket_analysis({"l": w}, {"l": w.clone()}, ["l"], RTN4)
+    assert s["frac_changed"] == 0 and s["abs_w_changed_quantiles"] == {"q10": None, "q50": None, "q90": None}
+    assert s["by_code"]["zero"]["share_of_update_norm"] is None and s["by_code"]["other"]["transfer_coef"] is None
+
+
+@pytest.mark.parametrize("quantizer", [RTN4, NF4, FP4, INT8], ids=lambda q: q.name)
+def test_the_zero_code_holds_the_weights_that_quantize_to_zero(quantizer):
+    # a block of 64 with absmax 1: 6 weights of +-1e-4 quantize to 0 under every grid (the smallest
+    # nonzero levels are 1/15 (RTN over [-0.5, 1]), NF4 0.08, FP4 0.005, int8 1/127 of absmax);
+    # the rest sit at +-0.5, far from it. Both FP4 zero codes (+0 and -0) count.
+    w0 = torch.full((1, 64), 0.5)
+    w0[0, 0], w0[0, 1] = 1.0, -0.5
+    w0[0, 10:13], w0[0, 20:23] = 1e-4, -1e-4
+    w1 = w0 + 1e-3  # every weight moves by ~ the same amount (float32): shares of the norm ~ of the weights
+    s = bucket_analysis({"l": w0}, {"l": w1}, ["l"], quantizer)
+    assert s["by_code"]["zero"]["share_of_weights"] == 6 / 64
+    assert s["by_code"]["zero"]["share_of_update_norm"] == pytest.approx(6 / 64, rel=1e-3)
+    assert s["by_code"]["other"]["share_of_weights"] == 58 / 64

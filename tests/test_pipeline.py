@@ -61,6 +61,8 @@ def test_analysis_per_quantized_precision_with_figures(toy_run):
         assert stats["logit_shift_quant"] >= 0 and stats["per_layer"]
         assert stats["kl_full"] > 0 and stats["kl_quant"] >= 0
         assert stats["transfer_coef"] is not None
+        assert 0 < stats["frac_changed"] <= 1 and len(stats["by_abs_w_decile"]) == 10
+        assert sum(g["share_of_weights"] for g in stats["by_code"].values()) == pytest.approx(1.0)
     for fig in ("dw_over_step_hist.png", "bucket_overlap_per_layer.png"):
         assert (run_dir / fig).stat().st_size > 1000
 
