@@ -159,8 +159,10 @@ def unlearn(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> Unlear
     def build(d: Path):
         model, tok = load(models.target, cfg, train_dtype)
         method, margin = build_method(m, model)
-        reference, _ = load(models.target, cfg, train_dtype)
-        reference.requires_grad_(False)
+        reference = None  # the frozen original, loaded only for methods that compare with it (a 7B copy is 13.5 GB)
+        if method.reference_on_forget or method.reference_on_retain:
+            reference, _ = load(models.target, cfg, train_dtype)
+            reference.requires_grad_(False)
         forget = unlearning_blocks(tok, data.corpus.raw[m.forget_split], m.max_length, m.data_layout)
         retain = (unlearning_blocks(tok, data.corpus.raw[m.retain_split], m.max_length, m.data_layout)
                   if method.uses_retain else None)

@@ -246,7 +246,10 @@ def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Ten
     forget_iter = _batches(forget_blocks, cfg.batch_size, generator)
     retain_iter = _batches(retain_blocks, cfg.batch_size, generator) if method.uses_retain else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    reference.eval()
+    if reference is not None:
+        reference.eval()
+    elif method.reference_on_forget or method.reference_on_retain:
+        raise ConfigError("this method compares with the original model but no reference model was given")
     model.train()
     history = []
     bar = tqdm(range(total), desc=desc)

@@ -14,10 +14,8 @@ bitsandbytes itself is imported only when a bitsandbytes function is called.
 """
 
 from .base import FullPrecision, Quantizer, as_dtype, load_full_precision, quantizable_linears, skipped_linears
-from .bnb import (
-    BitsAndBytes,
-    BitsAndBytes4bit,
-    BitsAndBytes8bit,
+from .bnb import BitsAndBytes, BitsAndBytes4bit, BitsAndBytes8bit
+from .bnb_codes import (
     bnb_4bit_code_table,
     bnb_4bit_codes,
     bnb_4bit_dequantize,
