@@ -221,3 +221,35 @@ def test_a_bad_hinge_setting_fails_before_any_stage_runs(tmp_path):
     with pytest.raises(ConfigError, match="aggregate"):
         run(toy_cfg(tmp_path / "cache", "method=quail", "method.auto_margin.aggregate=mode"), tmp_path / "run")
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    """A toy target that learned its forget set (+experiment=toy_learns), and GA on it."""
+    cache = tmp_path_factory.mktemp("learned_cache")
+
+    def row(method):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=["+experiment=toy_learns", "device=cpu", "logger=none",
+                                               f"paths.cache={cache}", f"method={method}", "quant=[none,rtn_int4]"])
+        return run(cfg, tmp_path_factory.mktemp(method))
+
+    return row("target"), row("ga")
+
+
+def test_the_toy_target_learns_and_unlearning_removes_it(learned):
+    target, ga = learned
+    assert target.metric("none", "verbmem_f") >= 50 and target.metric("none", "knowmem_f") > 0
+    # a flipped ascent sign or swapped forget/retain splits would not lower both
+    assert ga.metric("none", "verbmem_f") < target.metric("none", "verbmem_f") / 2
+    assert ga.metric("none", "knowmem_f") < target.metric("none", "knowmem_f")
+
+
+def test_the_recovery_ratio_is_defined_and_follows_its_definition_on_a_learned_toy(learned):
+    target, ga = learned
+    full, quant, target_quant = (r.metric(q, "verbmem_f") for r, q in ((ga, "none"), (ga, "rtn_int4"),
+                                                                       (target, "rtn_int4")))
+    assert target_quant != full  # defined: the quantized target still knows what unlearning removed
+    assert ga.recovery_of("rtn_int4", "verbmem_f") == pytest.approx((quant - full) / (target_quant - full))
+    items = ga.recovery_items["rtn_int4"]["verbmem_f"]
+    assert 100 * sum(items["target_quant"]) / len(items["target_quant"]) == pytest.approx(target_quant)
