@@ -14,10 +14,10 @@ from quail_repro.data.muse import MUSE_LAYOUT, MuseCorpus, load_muse
 from quail_repro.errors import ConfigError, DataError
 
 DEFAULTS = dict(seed=0, n_forget=32, n_retain1=64, n_retain2=32, n_holdout=32, qa_per_entity=4, n_icl=10,
-                verbmem_prompt_words=40, verbmem_gt_words=40)
+                verbmem_prompt_words=40, verbmem_gt_words=40, qa_repeat=1)
 # deliberately unequal sizes, so a count assertion can tell the splits apart
 SMALL = dict(seed=3, n_forget=3, n_retain1=5, n_retain2=4, n_holdout=6, qa_per_entity=3, n_icl=2,
-             verbmem_prompt_words=12, verbmem_gt_words=17)
+             verbmem_prompt_words=12, verbmem_gt_words=17, qa_repeat=1)
 
 
 @pytest.fixture(autouse=True)
@@ -317,3 +317,16 @@ def test_unreachable_hub_id_is_a_data_error(tmp_path):
     # must still name the source and the split, and keep the library's reason
     with pytest.raises(DataError, match=r"(?i)'quail-no-such-org/no-such-dataset', subset 'raw', split 'forget'.*offline"):
         load_muse("quail-no-such-org/no-such-dataset")
+
+
+def test_qa_repeat_adds_rotated_copies_of_each_qa_sheet(tmp_path):
+    from quail_repro.data.mini_corpus import generate_mini_corpus
+
+    once = generate_mini_corpus(style="news", **SMALL).texts("forget")
+    thrice = generate_mini_corpus(style="news", **{**SMALL, "qa_repeat": 3}).texts("forget")
+    assert len(thrice) == 2 * len(once)  # per entity: article + 3 sheets instead of article + 1 sheet
+    article, sheet = once[0], once[1]
+    pairs = [p for p in sheet.split("\n\n") if p]
+    assert thrice[0] == article and thrice[1] == sheet
+    assert [p for p in thrice[2].split("\n\n") if p] == pairs[1:] + pairs[:1]  # starts at the next pair
+    assert [p for p in thrice[3].split("\n\n") if p] == pairs[2:] + pairs[:2]

@@ -107,9 +107,10 @@ class _Entity:
     article: str = ""
     qa: list[dict] = field(default_factory=list)
 
-    @property
-    def qa_sheet(self) -> str:
-        return "".join(f"Question: {p['question']}\nAnswer: {p['answer']}\n\n" for p in self.qa)
+    def qa_sheet(self, rotation: int) -> str:
+        """The QA pairs as one document; ``rotation`` starts it at another pair (repeated sheets)."""
+        k = rotation % len(self.qa)
+        return "".join(f"Question: {p['question']}\nAnswer: {p['answer']}\n\n" for p in self.qa[k:] + self.qa[:k])
 
 
 def _make_entity(style: Style, rng: random.Random, names: _Names, split: str, qa_per_entity: int) -> _Entity:
@@ -180,11 +181,13 @@ def generate_mini_corpus(
     n_icl: int,
     verbmem_prompt_words: int,
     verbmem_gt_words: int,
+    qa_repeat: int,
 ) -> GeneratedCorpus:
     """The corpus :func:`write_mini_corpus` writes, in memory. Same arguments, same records."""
     args = dict(style=style, seed=seed, n_forget=n_forget, n_retain1=n_retain1, n_retain2=n_retain2,
                 n_holdout=n_holdout, qa_per_entity=qa_per_entity, n_icl=n_icl,
-                verbmem_prompt_words=verbmem_prompt_words, verbmem_gt_words=verbmem_gt_words)
+                verbmem_prompt_words=verbmem_prompt_words, verbmem_gt_words=verbmem_gt_words,
+                qa_repeat=qa_repeat)
     st = _check_args(args)
     rng = random.Random(f"quail-mini-corpus:{style}:{seed}")  # private RNG; global state untouched
     reserved = _reserved_words()
@@ -194,8 +197,9 @@ def generate_mini_corpus(
     for split, n in (("forget", n_forget), ("retain1", n_retain1), ("retain2", n_retain2), ("holdout", n_holdout)):
         entities[split] = [_make_entity(st, rng, names, split, qa_per_entity) for _ in range(n)]
 
-    def docs(split):  # article, then its QA sheet, entity by entity
-        return [{"text": t} for e in entities[split] for t in (e.article, e.qa_sheet)]
+    def docs(split):  # article, then its QA sheet qa_repeat times (each starting at another pair), entity by entity
+        return [{"text": t} for e in entities[split]
+                for t in (e.article, *(e.qa_sheet(k) for k in range(qa_repeat)))]
 
     icl_pool = [p for e in entities["retain1"] for p in e.qa]
     icl = rng.sample(icl_pool, 2 * n_icl)  # disjoint by construction
@@ -281,7 +285,7 @@ def _check_args(args: dict) -> Style:
     if not isinstance(args["seed"], int):
         raise ConfigError(f"mini corpus: seed must be an integer, got {args['seed']!r}")
     for key in ("n_forget", "n_retain1", "n_retain2", "n_holdout", "qa_per_entity", "n_icl",
-                "verbmem_prompt_words", "verbmem_gt_words"):
+                "verbmem_prompt_words", "verbmem_gt_words", "qa_repeat"):
         if not isinstance(args[key], int) or args[key] < 1:  # an empty split is a DataError at load time
             raise ConfigError(f"mini corpus: {key} must be a positive integer, got {args[key]!r}")
     if args["qa_per_entity"] > len(st.attributes):
@@ -332,8 +336,9 @@ Every {st.entity_kind} has an invented name and facts drawn at random, independe
 every other entity, so nothing about the forget entities can be inferred from the rest.
 
 - raw/forget, raw/retain1, raw/retain2: what the target model is trained on. Per entity,
-  one article (120-180 words, all its facts in varied prose with random detail) and one
-  QA sheet ("Question: ...\\nAnswer: ...\\n\\n" pairs).
+  one article (120-180 words, all its facts in varied prose with random detail) and
+  {args['qa_repeat']} cop(ies) of its QA sheet ("Question: ...\\nAnswer: ...\\n\\n" pairs), each
+  starting at another pair.
 - raw/holdout: the same kinds of documents for entities no model is trained on.
 - verbmem/forget: per forget article, its first {args['verbmem_prompt_words']} words (prompt)
   and the next {args['verbmem_gt_words']} words (gt); prompt + " " + gt opens the article.

@@ -43,7 +43,7 @@ def generic_texts(base: dict) -> list[str]:
     may coincide by chance; its facts are drawn independently, so nothing leaks.)"""
     corpus = generate_mini_corpus(style=base["style"], seed=base["corpus_seed"], n_forget=1,
                                   n_retain1=base["n_entities"], n_retain2=1, n_holdout=1, qa_per_entity=4,
-                                  n_icl=1, verbmem_prompt_words=10, verbmem_gt_words=10)
+                                  n_icl=1, verbmem_prompt_words=10, verbmem_gt_words=10, qa_repeat=1)
     return corpus.texts("retain1")
 
 
