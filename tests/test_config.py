@@ -60,6 +60,10 @@ def test_unknown_choice_names_the_option():
 
 @pytest.mark.parametrize("recipe,epochs,batch", [("zhang2025_news", 10, 2), ("zhang2025_books", 5, 1)])
 def test_the_reference_recipe_is_one_choice(recipe, epochs, batch):
+    alphas = {"zhang2025_news": (1.0, 1.0, 1.0), "zhang2025_books": (100.0, 2.0, 100.0)}[recipe]
+    assert tuple(_compose([f"recipe={recipe}", f"method={m}"]).method.loss.alpha
+                 for m in ("ga_gdr", "npo_klr", "quail")) == alphas
+    assert _compose(["method=ga_gdr"]).method.loss.alpha == 3.0  # the embedded default's own
     cfg = _compose([f"recipe={recipe}", "method=npo_klr"])
     m = cfg.method
     assert (m.lr, m.epochs, m.batch_size, m.max_length) == (1e-5, epochs, batch, 2048)
