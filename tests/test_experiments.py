@@ -10,9 +10,10 @@ from quail_repro.report import expand_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-TABLES = ["table1", "table2", "table3", "table5", "failure_table1", "recovery_search"]
+TABLES = ["table1", "table2", "table3", "table5", "failure_table1", "recovery_search", "scale_search"]
 BASELINES = ["ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr"]
 QUAIL = ["quail", "quail_ga", "quail_ga_klr", "quail_npo", "quail_npo_gdr", "quail_npo_klr"]
+QUANT_4BIT = ["none", "rtn_int4", "bnb_nf4"]
 
 
 def _compose(overrides, hydra=True):
@@ -28,7 +29,7 @@ def test_every_table_is_listed():
 def test_a_table_is_one_multirun_command(name):
     cfg = _compose([f"+experiment={name}"])
     assert cfg.hydra.mode.name == "MULTIRUN"  # no -m needed
-    assert cfg.report.name == name and cfg.report.layout in ("muse", "buckets", "recovery") and cfg.report.claim
+    assert cfg.report.name == name and cfg.report.layout in ("muse", "buckets", "recovery", "scale") and cfg.report.claim
     assert f"tables/{name}/" in cfg.hydra.sweep.dir
     assert cfg.logger._target_.endswith("WandbLogger")  # W&B is the default tracker
 
@@ -75,6 +76,23 @@ def test_table5_changes_one_setting_per_row():
             changed.add("bits")
         assert len(changed) == (0 if arm == "default" else 1), arm
         assert arm == "default" or arm.startswith(changed.pop())
+
+
+def test_scale_search_scales_width_and_stores_weights_in_bf16():
+    jobs, swept = grid("scale_search")
+    assert swept == ["+experiment/scale_width", "+experiment/scale_storage", "method.lr", "seed"] and len(jobs) == 36
+    seen = set()
+    for overrides in jobs:
+        cfg = _compose(overrides, hydra=False)
+        arch, width = cfg.model.arch, cfg.model.arch.hidden_size
+        assert arch.intermediate_size % 64 == 0 and abs(arch.intermediate_size / width - 8 / 3) < 0.2
+        assert arch.num_attention_heads == arch.num_key_value_heads == width // 64 and arch.num_hidden_layers == 4
+        bf16 = cfg.method.param_dtype == "bfloat16_emulated"
+        assert cfg.model.train.param_dtype == ("bfloat16_emulated" if bf16 else "native")
+        assert cfg.model.dtype == "float32" and cfg.method.max_steps == 200 and list(cfg.quant) == QUANT_4BIT
+        seen.add((width, bf16, cfg.method.lr, cfg.seed))
+    assert seen == {(w, b, lr, s) for w in (128, 256, 512) for b in (False, True) for lr in (1e-5, 3e-5, 1e-4)
+                    for s in (0, 1)}
 
 
 def test_real_models_by_overriding_model_and_dataset():

@@ -225,9 +225,9 @@ def results_json(method: str, m2: dict[str, float], *, schema_version: int | Non
     return out
 
 
-def fake_sweep(sweep: Path, params: dict[str, str], results_of, layout: str = "muse") -> Path:
+def fake_sweep(sweep: Path, params: dict[str, str], results_of, layout: str = "muse", config_of=job_config) -> Path:
     """A sweep folder of ``params``' grid; ``results_of(keys)`` gives each job's results.json
-    (None: started, no results.json yet; NEVER_STARTED: no run folder)."""
+    (None: started, no results.json yet; NEVER_STARTED: no run folder); ``config_of(keys)`` its config."""
     mr = OmegaConf.create({"hydra": {"sweeper": {"params": params}, "overrides": {"task": []}},
                            "report": {"name": "fake", "layout": layout, "published": []},
                            "method": {"name": "ga_gdr"}, "quant": QUANT, "logger": {"_target_": "x"}})
@@ -242,7 +242,7 @@ def fake_sweep(sweep: Path, params: dict[str, str], results_of, layout: str = "m
         run = sweep / f"{num}_{keys.get('method', 'run')}"
         (run / ".hydra").mkdir(parents=True)
         OmegaConf.save(OmegaConf.create(overrides), run / ".hydra" / "overrides.yaml")
-        OmegaConf.save(OmegaConf.create(job_config(keys)), run / ".hydra" / "config.yaml")
+        OmegaConf.save(OmegaConf.create(config_of(keys)), run / ".hydra" / "config.yaml")
         if res is not None:
             (run / "results.json").write_text(json.dumps(res))
     return sweep
@@ -364,3 +364,64 @@ def test_a_seed_sweep_in_the_recovery_layout(tmp_path):
     col = {h: i for i, h in enumerate(rows[0])}
     assert {"4-bit M2 recovery ci95 low", "4-bit M2 recovery ci95 high"} <= set(col)
     assert float(rows[2][col["4-bit M2 recovery mean"]]) == 0.75 and rows[2][col["4-bit M2 recovery n"]] == "2"
+
+
+# -- the scale layout: recovery by width, storage and lr -----------------------------------
+
+SCALE = {"+experiment/scale_width": "w128,w256", "+experiment/scale_storage": "fp32,bf16",
+         "method.lr": "1e-05,0.0001", "seed": "0,1"}
+
+
+def scale_config(keys: dict[str, str]) -> dict:
+    bf16 = keys["+experiment/scale_storage"] == "bf16"
+    cfg = job_config({"seed": keys["seed"]})
+    cfg["model"].update(dtype="float32", arch={"hidden_size": int(keys["+experiment/scale_width"][1:])},
+                        train={"param_dtype": "bfloat16_emulated" if bf16 else "native"})
+    cfg["method"].update(lr=float(keys["method.lr"]), param_dtype="bfloat16_emulated" if bf16 else "float32")
+    return cfg
+
+
+def scale_results(keys: dict[str, str]) -> dict:
+    """Recovery 0.5 (seed 0) and 1 (seed 1) for bf16 at width 256 and lr 1e-5, nothing elsewhere."""
+    recovering = (keys["+experiment/scale_storage"], keys["+experiment/scale_width"], keys["method.lr"]) == \
+        ("bf16", "w256", "1e-05")
+    items = ITEMS_BY_SEED[keys["seed"]] if recovering else {"full": [0.0, 0.0], "quant": [0.0, 0.0],
+                                                             "target_quant": [1.0, 1.0]}
+    ratio = (sum(items["quant"]) - sum(items["full"])) / (sum(items["target_quant"]) - sum(items["full"]))
+    analysis = {"frac_changed": 0.2 if keys["+experiment/scale_storage"] == "bf16" else 1.0, "transfer_coef": 0.9,
+                "by_code": {"zero": {"share_of_weights": 0.1, "share_of_update_norm": 0.4, "transfer_coef": 0.0},
+                            "other": {"share_of_weights": 0.9, "share_of_update_norm": 0.6, "transfer_coef": 1.5}}}
+    return results_json("ga_gdr", {"none": 20.0, "rtn_int4": 20.0 + 40 * ratio},
+                        unlearning={"status": "ok", "steps": 200}, analysis={"rtn_int4": analysis},
+                        recovery={"rtn_int4": {"knowmem_f": ratio, "verbmem_f": None}},
+                        recovery_items={"rtn_int4": {"knowmem_f": items}})
+
+
+def test_the_scale_layout_has_a_row_per_width_storage_and_lr_and_a_figure(tmp_path):
+    from quail_repro.report.scale import storage
+    from quail_repro.stats import recovery_interval
+
+    sweep = fake_sweep(tmp_path / "scale", SCALE, scale_results, "scale", scale_config)
+    rep = build(sweep)
+    rows = read_csv(sweep / "fake.csv")
+    col = {h: i for i, h in enumerate(rows[0])}
+    assert [r[:3] for r in rows[1:]] == [[w, s, lr] for w in ("w128", "w256") for s in ("fp32", "bf16")
+                                         for lr in ("1e-05", "0.0001")]
+    bf16_256 = rows[7]
+    assert float(bf16_256[col["4-bit M2 recovery mean"]]) == 0.75 and bf16_256[col["4-bit M2 recovery n"]] == "2"
+    low, high = recovery_interval([ITEMS_BY_SEED["0"], ITEMS_BY_SEED["1"]])
+    assert float(bf16_256[col["4-bit M2 recovery ci95 low"]]) == pytest.approx(low)
+    assert float(bf16_256[col["4-bit M2 recovery ci95 high"]]) == pytest.approx(high)
+    assert [float(r[col["4-bit changed (%) mean"]]) for r in rows[1:]] == [100.0, 100.0, 20.0, 20.0] * 2
+    assert float(bf16_256[col["4-bit zero code: share of Σ Δw² (%) mean"]]) == pytest.approx(40.0)
+    assert float(bf16_256[col["4-bit M4 mean"]]) == 50.0 and float(bf16_256[col["full M2↓ mean"]]) == 20.0
+    assert "zero code: share of the update's squared norm" in rep.text
+    assert (sweep / "fake.png").stat().st_size > 1000  # recovery against width
+    configs = [OmegaConf.create(scale_config(k)) for k in (
+        {"+experiment/scale_width": "w128", "+experiment/scale_storage": s, "method.lr": "1e-05", "seed": "0"}
+        for s in ("fp32", "bf16"))]
+    assert [storage(c) for c in configs] == ["fp32", "bf16 (emulated)"]
+    configs[0].method.param_dtype = "bfloat16_emulated"  # recovery_search's old bf16 points
+    assert storage(configs[0]) == "fp32 target, bf16 (emulated) unlearning"
+    configs[0].model.dtype, configs[0].method.param_dtype = "bfloat16", "native"  # the GPU path
+    assert storage(configs[0]) == "bf16"

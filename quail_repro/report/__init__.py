@@ -20,13 +20,15 @@ Nothing is recomputed: the table is read from the run folders' results.json file
 * Columns: ``report.layout`` (set by the experiment config):
   - ``muse``: the four MUSE metrics M1-M4 at each precision of ``quant`` (full, 8-bit, 4-bit ...);
   - ``buckets``: the bucket analysis (|dw| statistics, bucket overlap) per quantizer;
-  - ``recovery``: recovery ratios beside the bucket statistics that might explain them.
+  - ``recovery``: recovery ratios beside the bucket statistics that might explain them;
+  - ``scale``: recovery, M2/M4, fraction of weights changed, transfer and the zero code's share
+    of the update, by width, storage and lr (+experiment=scale_search), and recovery against width.
 * Published numbers (conf/published/*.yaml) stand beside ours, with the difference, only
   for the same model, data and MUSE evaluation settings; otherwise they are listed apart as
   not comparable.
 
 Modules: sweep (grid, jobs, rows), cells (a cell as text), table (the table, shared row
-parts), muse / buckets / recovery (layouts), published, render (md, csv, tex), figures,
+parts), muse / buckets / recovery / scale (layouts), published, render (md, csv, tex), figures,
 build, tracker, callback, cli.
 """
 from quail_repro.report.build import Report, build, report_settings

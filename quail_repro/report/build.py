@@ -13,10 +13,11 @@ from quail_repro.report.muse import muse_table
 from quail_repro.report.published import load_published
 from quail_repro.report.recovery import recovery_table
 from quail_repro.report.render import render_csv, render_latex, render_markdown
+from quail_repro.report.scale import scale_table
 from quail_repro.report.sweep import Job, Sweep, collect
 from quail_repro.report.table import Table
 
-LAYOUTS = {"muse": muse_table, "buckets": bucket_table, "recovery": recovery_table}
+LAYOUTS = {"muse": muse_table, "buckets": bucket_table, "recovery": recovery_table, "scale": scale_table}
 DEFAULT_REPORT = {"name": "sweep", "title": "", "claim": "", "layout": "muse", "show": {}, "published": [],
                   "figure": "knowmem_f"}
 

@@ -8,6 +8,7 @@ from quail_repro.plotting import pyplot
 from quail_repro.report.buckets import bucket_value
 from quail_repro.report.cells import Spread
 from quail_repro.report.recovery import dw_over_step
+from quail_repro.report.scale import scale_figure
 from quail_repro.report.sweep import Job, Sweep, precision_labels
 from quail_repro.results import MUSE_METRICS
 
@@ -81,9 +82,12 @@ def recovery_scatter(jobs: list[Job], path: Path) -> Path | None:
 
 def figure(report: dict, sweep: Sweep, path: Path) -> Path | None:
     """buckets: bucket overlap per row and quantizer; recovery: recovery against |dw|/step and the
-    transfer coefficient (a point per run); muse: the report.figure metric per row and precision."""
+    transfer coefficient (a point per run); scale: recovery against width, a line per storage and lr;
+    muse: the report.figure metric per row and precision."""
     if report["layout"] == "recovery":
         return recovery_scatter([j for j in sweep.jobs if j.shows_numbers], path)
+    if report["layout"] == "scale":
+        return scale_figure(sweep, path)
     rows = [row for row in sweep.rows if row.shown]
     groups = [row.label for row in rows]
     if report["layout"] == "buckets":

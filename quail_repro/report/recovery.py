@@ -43,13 +43,22 @@ def dw_over_step(results: Results, precision: str) -> float | None:
     return None if dw is None or not step else dw / step
 
 
+def analysis_value(results: Results, precision: str, key: str) -> Any:
+    """An analysis statistic; a dotted key reaches into a nested one (``by_code.zero.transfer_coef``)."""
+    head, *rest = key.split(".")
+    value = results.analysis_of(precision, head)
+    for part in rest:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def read(column: Column, results: Results, precision: str) -> Any:
     if column.source == "metric":
         return results.metric(precision, column.key)
     if column.source == "recovery":
         return results.recovery_of(precision, column.key)
     value = (dw_over_step(results, precision) if column.key == "dw_over_step"
-             else results.analysis_of(precision, column.key))
+             else analysis_value(results, precision, column.key))
     return 100 * value if column.format == "pct" and value is not None else value
 
 
@@ -67,10 +76,19 @@ def cell(row: Row, column: Column, precision: str) -> Any:
 def recovery_table(name: str, report: dict, sweep: Sweep) -> Table:
     """One row per setting: full-precision M2/M4, then per quantized precision M2, the recovery
     ratios, median |dw| over the median step, bucket overlap and the update transfer coefficient."""
+    t = per_precision_table(name, report, sweep, RECOVERY_COLUMNS)
+    t.notes.append("Recovery: (unlearned at q − unlearned at full) / (target at q − unlearned at full); 1 = all "
+                   "that unlearning removed came back, 0 = none, — = undefined. |Δw|/Δ: median |unlearned − target| "
+                   "over the median quantization step of the target; transfer coef.: <Q(w_u) − Q(w_t), Δw> / <Δw, Δw>.")
+    return t
+
+
+def per_precision_table(name: str, report: dict, sweep: Sweep, precision_columns: tuple[Column, ...]) -> Table:
+    """One row per setting: full-precision M2/M4, then ``precision_columns`` for each quantized precision."""
     keys, show = sweep.keys, dict(report["show"])
     labels = precision_labels(sweep.jobs, sweep.config)
     quantized = [q for q in labels if q != "none"]
-    per_precision = [("none", c) for c in FULL_COLUMNS] + [(q, c) for q in quantized for c in RECOVERY_COLUMNS]
+    per_precision = [("none", c) for c in FULL_COLUMNS] + [(q, c) for q in quantized for c in precision_columns]
     columns = (label_columns(keys, show) + [("", "status")]
                + [(labels.get(q, "full"), c.header) for q, c in per_precision])
     formats = ["text"] * (len(keys) + len(show) + 1) + [c.format for _, c in per_precision]
@@ -78,9 +96,6 @@ def recovery_table(name: str, report: dict, sweep: Sweep) -> Table:
     for row in sweep.rows:
         t.rows.append(label_cells(row, keys, show) + [row.status_text()] + [cell(row, c, q) for q, c in per_precision])
         t.notes += job_notes(row, sweep.jobs)
-    t.notes.append("Recovery: (unlearned at q − unlearned at full) / (target at q − unlearned at full); 1 = all "
-                   "that unlearning removed came back, 0 = none, — = undefined. |Δw|/Δ: median |unlearned − target| "
-                   "over the median quantization step of the target; transfer coef.: <Q(w_u) − Q(w_t), Δw> / <Δw, Δw>.")
     return t
 
 
