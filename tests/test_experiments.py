@@ -1,10 +1,12 @@
 """Every experiment config composes, sets up its sweep, and every job of its grid composes."""
+import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import open_dict
 
 from quail_repro.report import expand_grid
 
@@ -93,6 +95,31 @@ def test_scale_search_scales_width_and_stores_weights_in_bf16():
         seen.add((width, bf16, cfg.method.lr, cfg.seed))
     assert seen == {(w, b, lr, s) for w in (128, 256, 512) for b in (False, True) for lr in (1e-5, 3e-5, 1e-4)
                     for s in (0, 1)}
+
+
+def test_the_gpu_scale_search_script_composes_on_a_cpu():
+    """scripts/gpu_scale_search.sh's sweep, with device=cpu for device=cuda: every job composes."""
+    script = (ROOT / "scripts" / "gpu_scale_search.sh").read_text()
+    line = next(ln for ln in script.splitlines() if "-m quail_repro +experiment=" in ln and not ln.startswith("#"))
+    args = shlex.split(line.split(">")[0])
+    overrides = [a for a in args[args.index("quail_repro") + 1:] if "$" not in a]
+    assert "device=cuda" in overrides
+    overrides = [("device=cpu" if a == "device=cuda" else a) for a in overrides]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    hydra_cfg = _compose([o.input_line for o in parsed if not o.is_sweep_override()]).hydra
+    with open_dict(hydra_cfg):  # as Hydra's sweeper sees the command line: sweeps replace the experiment's params
+        hydra_cfg.overrides.task = overrides
+    jobs, swept = expand_grid(hydra_cfg)
+    assert len(jobs) == 24 and "+experiment/scale_width" in swept
+    widths = set()
+    for job in jobs:
+        cfg = _compose(job, hydra=False)
+        assert cfg.report.name == "scale_search" and cfg.device == "cpu"
+        native = cfg.method.param_dtype == "native"
+        assert (cfg.model.dtype, cfg.model.train.param_dtype) == (("bfloat16", "native") if native
+                                                                  else ("float32", "native"))
+        widths.add(cfg.model.arch.hidden_size)
+    assert widths == {1024, 2048}
 
 
 def test_real_models_by_overriding_model_and_dataset():
