@@ -24,7 +24,7 @@ def _compose(overrides, hydra=True):
 
 
 def test_every_table_is_listed():
-    assert sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")) == sorted(TABLES + ["toy"])
+    assert sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")) == sorted(TABLES + ["toy", "toy_learns"])
 
 
 @pytest.mark.parametrize("name", TABLES)
