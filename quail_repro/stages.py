@@ -108,15 +108,18 @@ def reference_auc(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> 
 # -- unlearning ---------------------------------------------------------------------------
 
 
+#: method.auto_margin.aggregate: how the per-weight steps become one margin
+AUTO_MARGIN_REDUCERS = {"mean": torch.mean, "median": torch.median, "max": torch.max}
+
+
 def half_step(model, quantizer, aggregate: str) -> float:
     """Half the quantization step Delta of ``quantizer`` on the model's quantized weights."""
-    reducers = {"mean": torch.mean, "median": torch.median, "max": torch.max}
-    if aggregate not in reducers:
-        raise ConfigError(f"method.auto_margin.aggregate={aggregate!r}: choose one of {sorted(reducers)}")
+    if aggregate not in AUTO_MARGIN_REDUCERS:
+        raise ConfigError(f"method.auto_margin.aggregate={aggregate!r}: choose one of {sorted(AUTO_MARGIN_REDUCERS)}")
     state = model.state_dict()
     steps = torch.cat([quantizer_codes(quantizer, state[name].detach().float().cpu())[1].flatten()
                        for name in layer_names_for(model)])
-    return 0.5 * reducers[aggregate](steps).item()
+    return 0.5 * AUTO_MARGIN_REDUCERS[aggregate](steps).item()
 
 
 def build_method(method_cfg: DictConfig, target_model):

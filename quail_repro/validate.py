@@ -14,11 +14,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from quail_repro.build import make
 from quail_repro.errors import ConfigError, QuailError
 from quail_repro.eval.muse_eval import check_eval_config
-from quail_repro.losses import DISTANCES
+from quail_repro.stages import AUTO_MARGIN_REDUCERS
 from quail_repro.train import DATA_LAYOUTS, UnlearnConfig
 
 log = logging.getLogger(__name__)
-AUTO_MARGIN_AGGREGATES = ("mean", "median", "max")
 
 
 def resolve_device(name: str) -> str:
@@ -37,23 +36,22 @@ def _check_method(m: DictConfig) -> None:
     UnlearnConfig.from_method(m)
     if m.data_layout not in DATA_LAYOUTS:
         raise ConfigError(f"method.data_layout={m.data_layout!r}: choose one of {list(DATA_LAYOUTS)}")
-    make(m.loss)
+    base = make(m.loss)
     hinge = m.get("hinge")
     if hinge is None:
         return
-    if hinge.distance not in DISTANCES:
-        raise ConfigError(f"method.hinge.distance={hinge.distance!r}: choose one of {list(DISTANCES)}")
-    if hinge.margin == "auto":
-        if m.auto_margin.aggregate not in AUTO_MARGIN_AGGREGATES:
-            raise ConfigError(f"method.auto_margin.aggregate={m.auto_margin.aggregate!r}: "
-                              f"choose one of {list(AUTO_MARGIN_AGGREGATES)}")
-        quantizer = m.auto_margin.get("quantizer")
-        if not isinstance(quantizer, DictConfig) or "_target_" not in quantizer:  # e.g. a bare name
-            raise ConfigError(f"quantizer {quantizer!r} not found: method.auto_margin.quantizer is a "
-                              "conf/quant config, chosen with quant@method.auto_margin.quantizer=NAME")
-        make(quantizer)
-    elif isinstance(hinge.margin, bool) or not isinstance(hinge.margin, (int, float)) or hinge.margin < 0:
-        raise ConfigError(f"method.hinge.margin={hinge.margin!r}: a number >= 0, or auto")
+    auto = hinge.margin == "auto"
+    make(hinge, base=base, margin=0.0 if auto else hinge.margin)  # Quail checks distance and margin
+    if not auto:
+        return
+    if m.auto_margin.aggregate not in AUTO_MARGIN_REDUCERS:
+        raise ConfigError(f"method.auto_margin.aggregate={m.auto_margin.aggregate!r}: "
+                          f"choose one of {sorted(AUTO_MARGIN_REDUCERS)}")
+    quantizer = m.auto_margin.get("quantizer")
+    if not isinstance(quantizer, DictConfig) or "_target_" not in quantizer:  # e.g. a bare name
+        raise ConfigError(f"quantizer {quantizer!r} not found: method.auto_margin.quantizer is a "
+                          "conf/quant config, chosen with quant@method.auto_margin.quantizer=NAME")
+    make(quantizer)
 
 
 def check_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, str]]:

@@ -220,6 +220,8 @@ def test_a_bad_hinge_setting_fails_before_any_stage_runs(tmp_path):
         run(toy_cfg(tmp_path / "cache", "method=quail", "method.hinge.distance=cosine"), tmp_path / "run")
     with pytest.raises(ConfigError, match="aggregate"):
         run(toy_cfg(tmp_path / "cache", "method=quail", "method.auto_margin.aggregate=mode"), tmp_path / "run")
+    with pytest.raises(ConfigError, match="method.hinge.margin"):
+        run(toy_cfg(tmp_path / "cache", "method=quail", "method.hinge.margin=-1"), tmp_path / "run")
     assert not (tmp_path / "cache").exists()
 
 

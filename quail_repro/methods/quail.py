@@ -16,8 +16,8 @@ class Quail(UnlearningMethod):
     reference_on_forget = True
 
     def __init__(self, base: UnlearningMethod, gamma: float, margin: float, distance: str):
-        if not isinstance(margin, (int, float)):
-            raise ConfigError(f"method.hinge.margin={margin!r}: a number, or auto (resolved by the pipeline)")
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
+            raise ConfigError(f"method.hinge.margin={margin!r}: a number >= 0, or auto (resolved by the pipeline)")
         super().__init__()
         self.base, self.gamma, self.margin, self.distance = base, float(gamma), float(margin), distance
         self.reference_on_retain = base.reference_on_retain
