@@ -182,11 +182,11 @@ def unlearn(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> Unlear
         write_json(d / "status.json", {"status": "ok", "steps": len(history), **extra})
 
     entry = cache.get_or_build("unlearn", spec, build)
-    record = Unlearning(**_read(entry, "status.json"))
-    if record.status != "ok":
-        return Unlearned(None, record, [])
+    status = _read(entry, "status.json")
+    if status["status"] != "ok":
+        return Unlearned(None, Unlearning(**status), [])
     history = _read(entry, "history.json")
-    record = Unlearning(**{**_read(entry, "status.json"), **_hinge_activity(history)})
+    record = Unlearning(**status, **_hinge_activity(history))
     return Unlearned(ModelRef(path=str(entry), key=entry.name, tokenizer=str(entry)), record, history)
 
 
