@@ -80,7 +80,8 @@ class Cache:
             return entry
         with _file_lock(entry.with_name(entry.name + ".lock")):
             if (entry / COMPLETE).exists():  # another job built it while we waited
-                log.info("cache hit after wait: %s", entry)
+                # the pid tells which process waited (a launcher's jobs are separate processes)
+                log.info("cache hit after wait (pid %d): %s", os.getpid(), entry)
                 return entry
             tmp = entry.with_name(f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}")
             tmp.mkdir(parents=True)
@@ -94,5 +95,5 @@ class Cache:
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
-        log.info("cache write: %s", entry)
+        log.info("cache write (pid %d): %s", os.getpid(), entry)
         return entry

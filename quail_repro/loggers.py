@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from quail_repro.cache import config_hash
 from quail_repro.results import METRICS, Results
 
 log = logging.getLogger(__name__)
@@ -116,9 +117,10 @@ class WandbLogger(NullLogger):
 
     def __init__(self, project: str, entity: str | None = None, mode: str = "offline",
                  group: str | None = None, job_type: str | None = None, run_name: str | None = None,
-                 tags: list[str] | None = None, dir: str | None = None):
+                 tags: list[str] | None = None, dir: str | None = None, *, run_id: str | None, resume: str):
         self.settings = dict(project=project, entity=entity, mode=mode, group=group, job_type=job_type,
-                             name=run_name, tags=list(tags or []), dir=dir)
+                             name=run_name, tags=list(tags or []), dir=dir, resume=resume)
+        self.run_id = run_id
         self.run = None
 
     def start(self, config: dict[str, Any], run_dir: str) -> None:
@@ -130,6 +132,9 @@ class WandbLogger(NullLogger):
             report = config.get("report")
             s["group"] = sweep_group(report.get("name") if isinstance(report, dict) else None, hydra["sweep_dir"])
         s["name"] = s["name"] or Path(run_dir).name
+        # one W&B run per job: the id hashes the job's config with its group and job type, so a
+        # re-run (a resumed sweep, a cached job run again) continues its run instead of adding one
+        s["id"] = self.run_id or config_hash({"group": s["group"], "job_type": s["job_type"], "config": config})
         if s["dir"]:
             Path(s["dir"]).mkdir(parents=True, exist_ok=True)
         # the composed config as the job ran it, plus where Hydra put it (filterable in the UI)

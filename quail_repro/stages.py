@@ -197,6 +197,8 @@ def evaluate(cfg: DictConfig, ref: ModelRef, quant_cfg: DictConfig, data: Data, 
              auc_retrain: float, cache: Cache) -> Evaluation:
     """MUSE's metrics of ``ref`` loaded at one precision (raises QuailError if it cannot run)."""
     quantizer = make(quant_cfg)
+    if hasattr(quantizer, "use_corpus"):  # GPTQ/AWQ calibrate on the corpus's own text
+        quantizer.use_corpus(data.corpus)
     spec = {"model": ref.key, "corpus": data.key, "quant": quantizer.describe(), "eval": cfg.eval,
             "auc_retrain": auc_retrain, "dtype": str(models.dtype), "device_kind": _device_kind(cfg)}
 
@@ -223,6 +225,8 @@ def analyse(cfg: DictConfig, subject: ModelRef, quant_cfg: DictConfig, data: Dat
     quantizer = make(quant_cfg)
     if isinstance(quantizer, FullPrecision):
         return None
+    if hasattr(quantizer, "use_corpus"):  # checked before two models are loaded for nothing
+        raise ConfigError(f"{quantizer.name}: the bucket analysis has codes for RTN and bitsandbytes only")
     a = cfg.analysis
     spec = {"target": models.target.key, "subject": subject.key, "corpus": data.key,
             "quant": quantizer.describe(), "analysis": a, "dtype": str(models.dtype),

@@ -1,0 +1,46 @@
+"""GPTQ and AWQ (GPTQModel, the optional extra): the configs compose and build, and where the
+extra is missing a run records those precisions as failed, naming the extra, while the others run."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from quail_repro.build import make
+from quail_repro.errors import ConfigError
+from quail_repro.pipeline import run
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def cfg(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=["+experiment=toy", "device=cpu", "logger=none", *overrides])
+
+
+@pytest.mark.parametrize("name, method", [("gptq_int4", "gptq"), ("awq_int4", "awq")])
+def test_the_configs_build_a_quantizer_with_every_setting_described(name, method):
+    q = make(cfg(f"quant=[{name}]").quant[name])
+    d = q.describe()
+    assert (d["name"], d["method"], d["bits"], d["library"]) == (name, method, 4, "gptqmodel")
+    assert d["calibration"]["split"] == "retain2" and d["calibration"]["n_samples"] > 0
+
+
+@pytest.mark.parametrize("override, option", [("quant.gptq_int4.method=squeeze", "method"),
+                                              ("quant.gptq_int4.bits=5", "bits"),
+                                              ("quant.gptq_int4.group_size=0", "group_size"),
+                                              ("quant.gptq_int4.calibration.n_samples=0", "n_samples")])
+def test_a_bad_setting_is_a_config_error_naming_it(override, option):
+    with pytest.raises(ConfigError, match=option):
+        make(cfg("quant=[gptq_int4]", override).quant.gptq_int4)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gptqmodel") is not None, reason="the extra is installed here")
+def test_without_the_extra_the_precision_fails_naming_it_and_the_others_run(tmp_path):
+    res = run(cfg(f"paths.cache={tmp_path / 'cache'}", "method=target", "quant=[none,gptq_int4,awq_int4]"),
+              tmp_path / "run").to_dict()
+    assert res["status"] == "partial"
+    assert res["metrics"]["none"]["knowmem_f"] is not None
+    for q in ("gptq_int4", "awq_int4"):
+        assert res["metrics"][q]["status"] == "failed"
+        assert "pip install 'quail_repro[gptq]'" in res["metrics"][q]["error"]

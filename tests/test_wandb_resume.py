@@ -1,0 +1,43 @@
+"""A job's W&B run id comes from its config hash, so re-running a job continues its run."""
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from quail_repro.build import make
+from quail_repro.results import Results
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def run_ids(tmp_path, jobs):
+    """Start and finish one offline W&B run per (config, group); the ids, read from the run folders."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["logger=wandb", "logger.mode=offline", f"logger.dir={tmp_path}",
+                                           "logger.project=quail_test"])
+    ids = []
+    for config, group in jobs:
+        logger = make(cfg.logger, group=group)
+        logger.start(config, str(tmp_path / "run"))
+        ids.append(logger.run.id)
+        logger.finish(Results("tiny_llama", "mini_news", "ga", 0, status="ok"))
+    folders = sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "wandb").glob("offline-run-*"))
+    assert folders == sorted(ids)
+    return ids
+
+
+def test_a_rerun_job_continues_its_run_and_other_jobs_get_their_own(tmp_path):
+    a, b = {"method": {"name": "ga"}, "seed": 0}, {"method": {"name": "ga"}, "seed": 1}
+    first, again, other, elsewhere = run_ids(tmp_path, [(a, "table2-x"), (a, "table2-x"), (b, "table2-x"),
+                                                        (a, "table2-y")])
+    assert first == again
+    assert len({first, other, elsewhere}) == 3  # another config, or the same config in another sweep
+
+
+def test_a_run_id_in_config_is_used_as_given(tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["logger=wandb", "logger.run_id=my-run-1", "logger.mode=disabled"])
+    assert cfg.logger.resume == "allow"
+    logger = make(cfg.logger)
+    logger.start({"seed": 0}, str(tmp_path))
+    assert logger.run.id == "my-run-1"
+    logger.finish(Results("tiny_llama", "mini_news", "ga", 0, status="ok"))
