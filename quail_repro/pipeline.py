@@ -19,6 +19,7 @@ from quail_repro.build import make
 from quail_repro.cache import Cache
 from quail_repro.errors import QuailError
 from quail_repro.eval.metrics import recovery_ratio
+from quail_repro.eval.muse_eval import corpus_notes
 from quail_repro.loggers import log_run
 from quail_repro.results import (RECOVERY_METRICS, PrecisionMetrics, Results, format_table, write_json,
                                  write_results)
@@ -45,6 +46,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Results:
         cfg, bad_quant = check_config(cfg)
         cache = Cache(to_absolute_path(cfg.paths.cache))
         data = stages.prepare_data(cfg, cache)
+        results.notes = corpus_notes(data.corpus)  # metrics a corpus with absent parts cannot give
+        for metric, note in results.notes.items():
+            log.warning("%s: %s", metric, note)
         models = stages.prepare_models(cfg, data, cache)
         auc = results.privleak_auc_retrain = stages.reference_auc(cfg, data, models, cache)
         unlearned = stages.unlearn(cfg, data, models, cache)

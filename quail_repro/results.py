@@ -103,6 +103,10 @@ class Results:
     # order): what the ratio is computed from, kept so a report can bootstrap it over questions and seeds
     recovery_items: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
     analysis: dict[str, dict] = field(default_factory=dict)  # precision -> bucket analysis (or a failure)
+    # metric -> why the data could not give it ("skipped: ...") or gave it otherwise (dataset=muse_dir)
+    notes: dict[str, str] = field(default_factory=dict)
+    # precision -> lm-eval task -> {metric: value} (eval.utility; absent when it is off)
+    utility: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -122,7 +126,7 @@ class Results:
 
     def to_dict(self) -> dict[str, Any]:
         # sections a run does not have (no error, no unlearning, a target row's analysis) are left out
-        optional = ("error", "unlearning", "recovery", "recovery_items", "analysis")
+        optional = ("error", "unlearning", "recovery", "recovery_items", "analysis", "notes", "utility")
         out = {k: v for k, v in asdict(self).items() if not (k in optional and not v)}
         out["metrics"] = {q: m.to_dict() for q, m in self.metrics.items()}
         if self.unlearning is not None:

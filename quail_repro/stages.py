@@ -82,7 +82,7 @@ def _read(entry: Path, name: str):
 def prepare_data(cfg: DictConfig, cache: Cache) -> Data:
     source = make(cfg.dataset)
     path, key = source.prepare(cache)
-    return Data(load_muse(path), key, source.privleak_auc_retrain)
+    return Data(getattr(source, "load", load_muse)(path), key, source.privleak_auc_retrain)
 
 
 def prepare_models(cfg: DictConfig, data: Data, cache: Cache) -> Models:

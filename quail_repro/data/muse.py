@@ -18,12 +18,15 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from quail_repro.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 # subset -> (splits, required fields). The single description of the MUSE layout; the
 # mini-corpus writer uses it too, so writer and loader cannot drift apart.
@@ -44,14 +47,22 @@ class MuseCorpus:
     verbmem: list[dict]  # {"prompt", "gt"}
     knowmem: dict[str, list[dict]]  # split -> {"question", "answer"}
     privleak: dict[str, list[str]]  # split -> texts
+    # "subset/split" -> why it is absent (only for subsets load_muse was told are optional);
+    # an absent split is empty above, and the metrics that need it are skipped, never zero
+    missing: dict[str, str] = field(default_factory=dict)
 
 
-def load_muse(source: str, *, max_items: int | None = None) -> MuseCorpus:
+def load_muse(source: str, *, max_items: int | None = None, optional: tuple[str, ...] = ()) -> MuseCorpus:
     """Load all 12 MUSE splits from a hub id (``muse-bench/MUSE-News``) or a local folder.
 
     ``max_items`` keeps the first N records of every split (for smoke runs); None keeps
-    all. Only the required fields are kept, each checked to be a string.
+    all. Only the required fields are kept, each checked to be a string. In a local folder,
+    a split of a subset named in ``optional`` may be absent (not declared, or its file
+    missing): it is logged and listed in ``MuseCorpus.missing`` instead of failing.
     """
+    unknown = sorted(set(optional) - set(MUSE_LAYOUT))
+    if unknown:
+        raise ConfigError(f"load_muse: optional subsets {unknown} are not MUSE subsets {sorted(MUSE_LAYOUT)}")
     if max_items is not None and (not isinstance(max_items, int) or max_items < 1):
         raise ConfigError(f"load_muse: max_items must be a positive integer or None, got {max_items!r}")
     source = str(source)
@@ -59,14 +70,21 @@ def load_muse(source: str, *, max_items: int | None = None) -> MuseCorpus:
     declared = _read_local_configs(local) if local is not None else None
 
     files_of: dict[tuple[str, str], list[Path] | None] = {}
+    missing: dict[str, str] = {}
     for subset, (split_names, _) in MUSE_LAYOUT.items():
         for split in split_names:
             # every file is checked before the first load: datasets resolves the files of
             # all configs at once, so one missing file would otherwise fail every load
             # with a message about whichever split happened to be loaded first
-            files_of[subset, split] = (
-                _check_local_split(local, declared, subset, split) if declared is not None else None
-            )
+            try:
+                files_of[subset, split] = (
+                    _check_local_split(local, declared, subset, split) if declared is not None else None
+                )
+            except DataError as err:
+                if subset not in optional:
+                    raise
+                missing[f"{subset}/{split}"] = str(err)
+                log.warning("%s/%s is absent; the metrics that need it are skipped: %s", subset, split, err)
 
     splits: dict[tuple[str, str], list[dict]] = {}
     # A local folder gets a private, throw-away datasets cache. datasets keys the cache
@@ -81,10 +99,17 @@ def load_muse(source: str, *, max_items: int | None = None) -> MuseCorpus:
             kwargs["cache_dir"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="quail_muse_"))
         stack.enter_context(_quiet_progress_bars())
         for subset, (split_names, fields) in MUSE_LAYOUT.items():
+            present = [sp for sp in split_names if f"{subset}/{sp}" not in missing]
+            # datasets resolves every declared file of a subset: with one absent, name the present ones
+            sub_kwargs = dict(kwargs, data_files={sp: [str(f) for f in files_of[subset, sp]] for sp in present}) \
+                if len(present) < len(split_names) else kwargs
             for split in split_names:
+                if split not in present:
+                    splits[subset, split] = []
+                    continue
                 files = files_of[subset, split]
-                siblings = {sp: files_of[subset, sp] for sp in split_names} if declared is not None else None
-                ds = _load_split(source, subset, split, files, siblings, fields, kwargs)
+                siblings = {sp: files_of[subset, sp] for sp in present} if declared is not None else None
+                ds = _load_split(source, subset, split, files, siblings, fields, sub_kwargs)
                 splits[subset, split] = _records(ds, source, subset, split, fields, files, max_items)
 
     return MuseCorpus(
@@ -93,6 +118,7 @@ def load_muse(source: str, *, max_items: int | None = None) -> MuseCorpus:
         verbmem=splits["verbmem", "forget"],
         knowmem={s: splits["knowmem", s] for s in MUSE_LAYOUT["knowmem"][0]},
         privleak={s: [r["text"] for r in splits["privleak", s]] for s in MUSE_LAYOUT["privleak"][0]},
+        missing=missing,
     )
 
 

@@ -121,5 +121,7 @@ def recovery_ratio(unlearned_full: float, unlearned_quant: float, target_quant: 
     1 = all of it (as far as the quantized target itself keeps it), 0 = nothing, negative =
     quantization removed more. None where undefined (a zero denominator).
     """
+    if None in (unlearned_full, unlearned_quant, target_quant):  # a metric the corpus could not give
+        return None
     gap = target_quant - unlearned_full
     return (unlearned_quant - unlearned_full) / gap if gap != 0 else None

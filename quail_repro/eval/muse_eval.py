@@ -29,6 +29,30 @@ from quail_repro.eval.metrics import (
 log = logging.getLogger(__name__)
 _MISSING = object()
 
+#: the corpus splits ("subset/split") each metric needs; without one the metric is skipped
+NEEDS = {"verbmem_f": ("verbmem/forget",), "knowmem_f": ("knowmem/forget_qa",),
+         "knowmem_r": ("knowmem/retain_qa",), "privleak": ("privleak/forget", "privleak/holdout")}
+
+
+def corpus_notes(corpus) -> dict[str, str]:
+    """{metric: why it is skipped or asked differently} for a corpus with absent splits
+    (MuseCorpus.missing); empty for a complete corpus."""
+    missing = getattr(corpus, "missing", None) or {}
+    notes = {}
+    for metric, needs in NEEDS.items():
+        absent = [n for n in needs if n in missing]
+        if absent:
+            notes[metric] = f"skipped: the corpus has no {', '.join(absent)}"
+    for split in ("forget", "retain"):
+        metric, icl = f"knowmem_{split[0]}", f"knowmem/{split}_qa_icl"
+        if icl in missing and metric not in notes:
+            notes[metric] = f"asked without in-context examples: the corpus has no {icl}"
+    return notes
+
+
+def _skipped(corpus, metric: str) -> bool:
+    return corpus_notes(corpus).get(metric, "").startswith("skipped")
+
 
 def _get(obj: Any, key: str) -> Any:
     if isinstance(obj, Mapping):  # dict and omegaconf DictConfig
@@ -140,7 +164,8 @@ def _knowmem(model, tokenizer, corpus, cfg, split: str) -> tuple[float, list[dic
                _int_opt(cfg, "knowmem", "max_items", minimum=1, allow_none=True))
     _check_fields(qa, ("question", "answer"), f"corpus.knowmem[{split + '_qa'!r}]")
     n_icl = _int_opt(cfg, "knowmem", "n_icl", minimum=0)
-    icl = _split(corpus.knowmem, f"{split}_qa_icl", "knowmem") if n_icl else []
+    icl_absent = f"knowmem/{split}_qa_icl" in (getattr(corpus, "missing", None) or {})
+    icl = _split(corpus.knowmem, f"{split}_qa_icl", "knowmem") if n_icl and not icl_absent else []
     if len(icl) < n_icl:
         log.warning("knowmem: %d ICL pairs asked for, corpus has %d for %s; using all it has",
                     n_icl, len(icl), split)
@@ -213,6 +238,8 @@ def check_eval_config(cfg) -> None:
 def privleak_auc_of(model, tokenizer, corpus, cfg) -> float:
     """The Min-K% forget-vs-holdout AUC alone: the reference value (AUC_retrain) that
     PrivLeak is measured against, when computed on the retrained model."""
+    if _skipped(corpus, "privleak"):
+        return None
     with _eval_mode(model):
         s = _privleak_scores(model, tokenizer, corpus, cfg)
     return privleak_auc(s["forget"], s["holdout"])
@@ -235,17 +262,21 @@ def evaluate_muse(model, tokenizer, corpus, cfg, *, auc_retrain: float | None) -
     if auc_retrain is not None and not (0.0 < float(auc_retrain) <= 1.0):
         # Checked before the (slow) generation so a bad constant fails fast.
         raise ConfigError(f"auc_retrain must be in (0, 1], got {auc_retrain!r}")
+    # a metric whose data the corpus lacks is None (corpus_notes says why), never a zero
+    none = (None, [])
     with _eval_mode(model):
-        verbmem_f, verbmem_rows = _verbmem(model, tokenizer, corpus, cfg)
-        knowmem_f, knowmem_f_rows = _knowmem(model, tokenizer, corpus, cfg, "forget")
-        knowmem_r, knowmem_r_rows = _knowmem(model, tokenizer, corpus, cfg, "retain")
-        scores = _privleak_scores(model, tokenizer, corpus, cfg)
-    auc = privleak_auc(scores["forget"], scores["holdout"])
+        verbmem_f, verbmem_rows = none if _skipped(corpus, "verbmem_f") else _verbmem(model, tokenizer, corpus, cfg)
+        knowmem_f, knowmem_f_rows = (none if _skipped(corpus, "knowmem_f")
+                                     else _knowmem(model, tokenizer, corpus, cfg, "forget"))
+        knowmem_r, knowmem_r_rows = (none if _skipped(corpus, "knowmem_r")
+                                     else _knowmem(model, tokenizer, corpus, cfg, "retain"))
+        scores = {} if _skipped(corpus, "privleak") else _privleak_scores(model, tokenizer, corpus, cfg)
+    auc = privleak_auc(scores["forget"], scores["holdout"]) if scores else None
     metrics = {
         "verbmem_f": verbmem_f,
         "knowmem_f": knowmem_f,
         "knowmem_r": knowmem_r,
-        "privleak": None if auc_retrain is None else privleak(auc, auc_retrain),
+        "privleak": None if auc_retrain is None or auc is None else privleak(auc, auc_retrain),
         "privleak_auc": auc,
     }
     generations = {
