@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from quail_repro.errors import ConfigError
 from quail_repro.losses import IGNORE_INDEX, logit_distance
 from quail_repro.plotting import pyplot
-from quail_repro.train import _batch, causal_outputs
+from quail_repro.train import CAUSAL_LM, Task
 from quail_repro.quant import (
     RTN,
     BitsAndBytes,
@@ -348,17 +348,18 @@ def plot_overlap_per_layer(per_layer: dict[str, dict[str, dict]], path) -> Path:
 
 @torch.no_grad()
 def logit_shifts(model_a, model_b, blocks: Tensor, kinds: tuple[str, ...] = ("l2",),
-                 batch_size: int = 8) -> dict[str, float]:
+                 batch_size: int = 8, task: Task = CAUSAL_LM) -> dict[str, float]:
     """Mean over forget tokens of each logit_distance kind between two causal LMs.
 
     ``model_b`` is the reference (for ``kl``: KL(p_b || p_a)). ``blocks``: [n, seq_len]
     token ids with -100 padding (train.pack). A "forget token" is a position whose next
     token is not padding (the positions the loss scores). One forward pass per batch
-    serves every kind.
+    serves every kind. A classifier (``task`` classify.CLASSIFICATION, ``blocks`` its Examples)
+    has one scored position per post: its class logits.
     """
     totals, count = dict.fromkeys(kinds, 0.0), 0
     for i in range(0, len(blocks), batch_size):
-        a, b = (causal_outputs(m, _batch(blocks[i:i + batch_size], next(m.parameters()).device))
+        a, b = (task.outputs(m, task.batch(blocks[i:i + batch_size], next(m.parameters()).device))
                 for m in (model_a, model_b))
         mask = a.targets != IGNORE_INDEX
         for kind in kinds:

@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from quail_repro.cache import config_hash
-from quail_repro.results import METRICS, Results
+from quail_repro.results import CLASSIFICATION_FIELDS, MUSE_FIELDS, Results
 
 log = logging.getLogger(__name__)
 
-#: generation columns per metric: the item field shown as "input", and the score field
-GENERATION_FIELDS = {"verbmem_f": ("prompt", "gt"), "knowmem_f": ("question", "answer"),
-                     "knowmem_r": ("question", "answer")}
+#: per metric (or classification split): the item fields shown as input, reference, output and score
+GENERATION_FIELDS = {"verbmem_f": ("prompt", "gt", "output", "rougeL"),
+                     "knowmem_f": ("question", "answer", "output", "rougeL"),
+                     "knowmem_r": ("question", "answer", "output", "rougeL"),
+                     **{split: ("text", "label", "pred", "correct") for split in ("forget", "retain", "test", "poison")}}
+# the last column is the score: ROUGE-L, or for a classifier 1.0 / 0.0 (prediction correct)
 GENERATION_COLUMNS = ["precision", "metric", "item", "input", "reference", "output", "rougeL"]
 
 
@@ -32,10 +35,10 @@ def generation_rows(generations: dict[str, dict]) -> list[list]:
     """
     rows = []
     for precision, per_metric in generations.items():
-        for metric, (question, reference) in GENERATION_FIELDS.items():
+        for metric, (question, reference, output, score) in GENERATION_FIELDS.items():
             for i, item in enumerate(per_metric.get(metric, [])):
                 rows.append([precision, metric, i, item.get(question), item.get(reference),
-                             item.get("output"), item.get("rougeL")])
+                             item.get(output), item.get(score)])
     return rows
 
 
@@ -50,7 +53,8 @@ def log_run(logger, results: Results, history: list[dict], generations: dict[str
         logger.log_metrics({f"unlearn/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
     for q, m in results.metrics.items():
         if m.ok:
-            logger.log_metrics({f"eval/{q}/{k}": m.get(k) for k in (*METRICS, "privleak_auc")})
+            logger.log_metrics({f"eval/{q}/{k}": m.get(k) for k in (*MUSE_FIELDS, *CLASSIFICATION_FIELDS)
+                                if m.get(k) is not None})
     if generations:
         logger.log_table("generations", GENERATION_COLUMNS, generation_rows(generations))
     for q, ratios in results.recovery.items():

@@ -21,7 +21,8 @@ from quail_repro.errors import QuailError
 from quail_repro.eval.metrics import recovery_ratio
 from quail_repro.eval.muse_eval import corpus_notes
 from quail_repro.loggers import log_run
-from quail_repro.results import (RECOVERY_METRICS, PrecisionMetrics, Results, format_table, write_json,
+from quail_repro.results import (CLASSIFICATION_RECOVERY_METRICS, RECOVERY_ITEMS, RECOVERY_METRICS, PrecisionMetrics,
+                                 Results, format_table, write_json,
                                  write_results)
 from quail_repro.validate import check_config
 
@@ -64,7 +65,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Results:
                 # the target at each quantized precision, where the unlearned model has both ends
                 quantized = [q for q in evals if q != "none"] if "none" in evals else []
                 target_evals = evaluate_all(cfg, models.target, quantized, data, models, auc, cache, bad_quant, None)
-                results.recovery, results.recovery_items = recovery(evals, target_evals, list(cfg.quant))
+                keys = CLASSIFICATION_RECOVERY_METRICS if data.classification else RECOVERY_METRICS
+                results.recovery, results.recovery_items = recovery(evals, target_evals, list(cfg.quant), keys)
                 if cfg.analysis.enabled:
                     results.analysis, figures = analyse_all(cfg, unlearned.subject, data, models, cache, run_dir)
             results.status = "ok" if all(m.ok for m in results.metrics.values()) else "partial"
@@ -108,7 +110,8 @@ def write_generations(run_dir: Path, generations: dict[str, dict]) -> None:
         write_json(run_dir / "generations" / f"{qname}.json", gens)
 
 
-def recovery(evals: dict, target_evals: dict, precisions: list[str]) -> tuple[dict, dict]:
+def recovery(evals: dict, target_evals: dict, precisions: list[str],
+             keys: tuple[str, ...] = RECOVERY_METRICS) -> tuple[dict, dict]:
     """Recovery ratio per quantized precision and metric (eval.metrics.recovery_ratio), None
     where undefined (no full-precision result, a failed precision, a zero denominator), and
     the per-question scores it comes from (for bootstrap intervals)."""
@@ -118,13 +121,14 @@ def recovery(evals: dict, target_evals: dict, precisions: list[str]) -> tuple[di
         if q == "none":
             continue
         mine, target = evals.get(q), target_evals.get(q)
-        ratios[q] = dict.fromkeys(RECOVERY_METRICS)
+        ratios[q] = dict.fromkeys(keys)
         if full is None or mine is None or target is None:
             continue
         items[q] = {}
-        for k in RECOVERY_METRICS:
+        for k in keys:
             ratios[q][k] = recovery_ratio(full.metrics[k], mine.metrics[k], target.metrics[k])
-            items[q][k] = {name: [row["rougeL"] for row in e.generations[k]]
+            source, score = RECOVERY_ITEMS[k]
+            items[q][k] = {name: [row[score] for row in e.generations[source]]
                            for name, e in (("full", full), ("quant", mine), ("target_quant", target))}
     return ratios, items
 

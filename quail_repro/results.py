@@ -7,7 +7,8 @@ logger, the dashboard) reads fields, not string keys. The metric lists below are
 only place the metric names are spelled.
 
 Version history: 1 (implicit, no field): the first layout; 2: ``schema_version``, the
-QUAIL hinge activity in ``unlearning`` and ``recovery_items``.
+QUAIL hinge activity in ``unlearning`` and ``recovery_items``; 3: the classification task's
+metrics (``acc_forget`` ... ``mia_auc``, written only by classification runs).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,21 @@ class Metric:
 MUSE_METRICS = (Metric("verbmem_f", "M1", "VerbMem forget", "↓"), Metric("knowmem_f", "M2", "KnowMem forget", "↓"),
                 Metric("privleak", "M3", "PrivLeak", "→0"), Metric("knowmem_r", "M4", "KnowMem retain", "↑"))
 METRICS = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak")
+#: the classification task's metrics (classify.evaluate_classifier), in its table's column order;
+#: acc/f1 in %, mia_auc a raw AUC (0.5 = forget posts look like unseen test posts)
+CLASSIFICATION_METRICS = (Metric("acc_forget", "acc-f", "accuracy on forget", "↓"),
+                          Metric("acc_retain", "acc-r", "accuracy on retain", "↑"),
+                          Metric("acc_test", "acc-t", "accuracy on test", "↑"),
+                          Metric("f1_test", "F1-t", "macro-F1 on test", "↑"),
+                          Metric("mia_auc", "MIA", "loss-based membership-inference AUC, forget vs test", "→0.5"),
+                          Metric("acc_poison_true", "acc-p", "accuracy on poisoned posts under their true labels",
+                                 "↑"))
 #: the metrics whose recovery under quantization is measured (higher = remembers more)
 RECOVERY_METRICS = ("knowmem_f", "verbmem_f")
+CLASSIFICATION_RECOVERY_METRICS = ("acc_forget",)
+#: per metric: the generations.json list and the per-item score the recovery ratio's items come from
+RECOVERY_ITEMS = {"knowmem_f": ("knowmem_f", "rougeL"), "verbmem_f": ("verbmem_f", "rougeL"),
+                  "acc_forget": ("forget", "correct")}
 
 #: run outcomes: ok; partial (some precision failed); diverged (unlearning stopped); failed
 FINISHED = ("ok", "partial")
@@ -51,6 +65,15 @@ class PrecisionMetrics:
     knowmem_r: float | None = None
     privleak: float | None = None
     privleak_auc: float | None = None
+    # the classification task (schema 3); f1_forget / f1_retain besides the table's f1_test
+    acc_forget: float | None = None
+    acc_retain: float | None = None
+    acc_test: float | None = None
+    f1_forget: float | None = None
+    f1_retain: float | None = None
+    f1_test: float | None = None
+    mia_auc: float | None = None
+    acc_poison_true: float | None = None  # only with a label-flip (poisoning) forget set
     error: str | None = None
 
     @property
@@ -60,11 +83,23 @@ class PrecisionMetrics:
     def get(self, key: str) -> float | None:
         return getattr(self, key) if self.ok else None
 
+    @property
+    def classification(self) -> bool:
+        return self.acc_forget is not None
+
     def to_dict(self) -> dict[str, Any]:
-        """A finished precision as its metrics only; a failed one as its status and error."""
+        """A finished precision as its metrics only (a task's own: a MUSE run has no acc_*, a
+        classification run no verbmem_f); a failed one as its status and error."""
         if self.ok:
-            return {k: v for k, v in asdict(self).items() if k not in ("status", "error")}
+            unset = CLASSIFICATION_FIELDS + (MUSE_FIELDS if self.classification else ())  # left out when None
+            return {k: v for k, v in asdict(self).items() if k not in ("status", "error")
+                    and not (v is None and k in unset)}
         return {"status": self.status, "error": self.error}
+
+
+CLASSIFICATION_FIELDS = ("acc_forget", "acc_retain", "acc_test", "f1_forget", "f1_retain", "f1_test", "mia_auc",
+                         "acc_poison_true")
+MUSE_FIELDS = (*METRICS, "privleak_auc")
 
 
 @dataclass
@@ -190,17 +225,21 @@ def write_results(run_dir: Path, results: Results) -> Path:
 def format_table(results: Results) -> str:
     """The run's metrics as the terminal shows them, with the recovery ratio per precision."""
     head = f"{results.method} on {results.dataset} ({results.model}): {results.status}"
-    rows = [head, f"{'precision':<12}" + "".join(f"{m:>11}" for m in METRICS)]
+    classification = any(m.ok and m.classification for m in results.metrics.values())
+    keys = [m.key for m in CLASSIFICATION_METRICS] if classification else METRICS
+    width = 16 if classification else 11
+    rows = [head, f"{'precision':<12}" + "".join(f"{k:>{width}}" for k in keys)]
     for qname, m in results.metrics.items():
         if not m.ok:
             rows.append(f"{qname:<12} failed: {m.error}")
             continue
-        rows.append(f"{qname:<12}" + "".join(f"{v:>11.1f}" if v is not None else f"{'n/a':>11}"
-                                            for v in (m.get(k) for k in METRICS)))
+        rows.append(f"{qname:<12}" + "".join(f"{v:>{width}.{3 if k == 'mia_auc' else 1}f}" if v is not None
+                                            else f"{'n/a':>{width}}" for k, v in ((k, m.get(k)) for k in keys)))
     if results.unlearning is not None and results.unlearning.hinge_inactive:
         rows.append("QUAIL hinge never active: this model is its base method's")
     if results.recovery:
-        rows.append("KnowMem-f recovery ratio: " + ", ".join(
-            f"{q} {'undefined' if r.get('knowmem_f') is None else format(r['knowmem_f'], '.2f')}"
+        key, name = ("acc_forget", "acc-forget") if classification else ("knowmem_f", "KnowMem-f")
+        rows.append(f"{name} recovery ratio: " + ", ".join(
+            f"{q} {'undefined' if r.get(key) is None else format(r[key], '.2f')}"
             for q, r in results.recovery.items()))
     return "\n".join(rows)

@@ -19,13 +19,15 @@ from transformers import AutoTokenizer
 from quail_repro.analysis import analyse_buckets, layer_names_for, logit_shifts, quantizer_codes
 from quail_repro.build import make
 from quail_repro.cache import Cache
+from quail_repro.classify import CLASSIFICATION, encode, evaluate_classifier
+from quail_repro.data.tweets import TweetCorpus
 from quail_repro.data.muse import MuseCorpus, load_muse
 from quail_repro.errors import ConfigError, Diverged
 from quail_repro.eval.muse_eval import evaluate_muse, privleak_auc_of
 from quail_repro.models.base import ModelRef
 from quail_repro.quant.base import FullPrecision
 from quail_repro.results import Unlearning, write_json
-from quail_repro.train import UnlearnConfig, pack_texts, unlearn as unlearn_loop, unlearning_blocks
+from quail_repro.train import CAUSAL_LM, UnlearnConfig, pack_texts, unlearn as unlearn_loop, unlearning_blocks
 
 log = logging.getLogger(__name__)
 #: bump when the analysis gains or changes statistics, so cached analyses are redone
@@ -36,9 +38,13 @@ ANALYSIS_VERSION = 3
 
 @dataclass(frozen=True)
 class Data:
-    corpus: MuseCorpus
+    corpus: MuseCorpus | TweetCorpus  # a TweetCorpus: the classification task (classify.py)
     key: str  # identifies the corpus content in downstream cache keys
     auc_retrain: float | None  # PrivLeak's reference AUC when the dataset config fixes it
+
+    @property
+    def classification(self) -> bool:
+        return isinstance(self.corpus, TweetCorpus)
 
 
 @dataclass(frozen=True)
@@ -92,9 +98,12 @@ def prepare_models(cfg: DictConfig, data: Data, cache: Cache) -> Models:
 
 
 def reference_auc(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> float:
-    """PrivLeak's reference AUC: a configured constant, or measured on our retrain model."""
+    """PrivLeak's reference AUC: a configured constant, or measured on our retrain model
+    (None for the classification task, which has no PrivLeak)."""
     if data.auc_retrain is not None:
         return float(data.auc_retrain)
+    if data.classification:
+        return None
     spec = {"retrain": models.retrain.key, "privleak": cfg.eval.privleak, "batch_size": cfg.eval.batch_size,
             "dtype": str(models.dtype), "device_kind": _device_kind(cfg)}
 
@@ -166,12 +175,11 @@ def unlearn(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> Unlear
         if method.reference_on_forget or method.reference_on_retain:
             reference, _ = load(models.target, cfg, train_dtype)
             reference.requires_grad_(False)
-        forget = unlearning_blocks(tok, data.corpus.raw[m.forget_split], m.max_length, m.data_layout)
-        retain = (unlearning_blocks(tok, data.corpus.raw[m.retain_split], m.max_length, m.data_layout)
-                  if method.uses_retain else None)
+        forget, retain = (_posts if data.classification else _blocks)(tok, data.corpus, m, method.uses_retain)
         extra = {} if margin is None else {"margin": margin}
         try:
-            history = unlearn_loop(model, reference, method, forget, retain, settings, desc=f"unlearn {m.name}")
+            history = unlearn_loop(model, reference, method, forget, retain, settings, desc=f"unlearn {m.name}",
+                                   task=CLASSIFICATION if data.classification else CAUSAL_LM)
         except Diverged as err:
             write_json(d / "status.json", {"status": "diverged", "step": err.step, "loss": err.loss,
                                            "reason": err.reason, **extra})
@@ -190,12 +198,25 @@ def unlearn(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> Unlear
     return Unlearned(ModelRef(path=str(entry), key=entry.name, tokenizer=str(entry)), record, history)
 
 
+def _blocks(tok, corpus: MuseCorpus, m: DictConfig, uses_retain: bool):
+    """Forget (and retain) texts as token blocks of a causal LM."""
+    return tuple(unlearning_blocks(tok, corpus.raw[split], m.max_length, m.data_layout) if use else None
+                 for split, use in ((m.forget_split, True), (m.retain_split, uses_retain)))
+
+
+def _posts(tok, corpus: TweetCorpus, m: DictConfig, uses_retain: bool):
+    """Forget (and retain) posts as classify.Examples."""
+    return tuple(encode(tok, corpus.split(split), m.max_length) if use else None
+                 for split, use in ((m.forget_split, True), (m.retain_split, uses_retain)))
+
+
 # -- quantize + evaluate, analyse ---------------------------------------------------------
 
 
 def evaluate(cfg: DictConfig, ref: ModelRef, quant_cfg: DictConfig, data: Data, models: Models,
              auc_retrain: float, cache: Cache) -> Evaluation:
-    """MUSE's metrics of ``ref`` loaded at one precision (raises QuailError if it cannot run)."""
+    """MUSE's metrics (the classification task's, classify.evaluate_classifier) of ``ref`` loaded
+    at one precision (raises QuailError if it cannot run)."""
     quantizer = make(quant_cfg)
     if hasattr(quantizer, "use_corpus"):  # GPTQ/AWQ calibrate on the corpus's own text
         quantizer.use_corpus(data.corpus)
@@ -204,7 +225,10 @@ def evaluate(cfg: DictConfig, ref: ModelRef, quant_cfg: DictConfig, data: Data, 
 
     def build(d: Path):
         model, tok = load(ref, cfg, models.dtype, quantizer)
-        metrics, generations = evaluate_muse(model, tok, data.corpus, cfg.eval, auc_retrain=auc_retrain)
+        if data.classification:
+            metrics, generations = evaluate_classifier(model, tok, data.corpus, cfg.eval)
+        else:
+            metrics, generations = evaluate_muse(model, tok, data.corpus, cfg.eval, auc_retrain=auc_retrain)
         write_json(d / "metrics.json", metrics)
         write_json(d / "generations.json", generations)
 
@@ -239,14 +263,18 @@ def analyse(cfg: DictConfig, subject: ModelRef, quant_cfg: DictConfig, data: Dat
         t_state, u_state = t_model.state_dict(), u_model.state_dict()
         stats, ratios = analyse_buckets(t_state, u_state, names, quantizer, dtype=models.dtype)
         torch.save(ratios, d / "dw_over_step.pt")
-        blocks = pack_texts(tok, data.corpus.raw["forget"], a.max_length)[: a.max_blocks].to(cfg.device)
+        task = CLASSIFICATION if data.classification else CAUSAL_LM
+        if data.classification:  # the forget posts, one scored position (the class logits) each
+            blocks = encode(tok, data.corpus.split("forget"), a.max_length)
+        else:
+            blocks = pack_texts(tok, data.corpus.raw["forget"], a.max_length)[: a.max_blocks].to(cfg.device)
         kinds = (a.distance, "kl")
-        full = logit_shifts(u_model, t_model, blocks, kinds)
+        full = logit_shifts(u_model, t_model, blocks, kinds, task=task)
         stats["logit_shift_full"], stats["kl_full"] = full[a.distance], full["kl"]
         del t_model, u_model
         qt, _ = load(models.target, cfg, models.dtype, quantizer)
         qu, _ = load(subject, cfg, models.dtype, quantizer)
-        quant = logit_shifts(qu, qt, blocks, kinds)
+        quant = logit_shifts(qu, qt, blocks, kinds, task=task)
         stats["logit_shift_quant"], stats["kl_quant"] = quant[a.distance], quant["kl"]
         stats["logit_distance"] = a.distance
         write_json(d / "analysis.json", stats)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -88,6 +89,17 @@ def _batch(blocks: torch.Tensor, device) -> dict[str, torch.Tensor]:
 def causal_outputs(model, batch) -> Outputs:
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return Outputs(*losses.align_causal(logits, batch["labels"]))
+
+
+@dataclass(frozen=True)
+class Task:
+    """How rows of unlearning data become a batch, and a model's output aligned Outputs: the
+    only difference between a causal LM and a classifier (classify.CLASSIFICATION) in unlearning."""
+    batch: Callable
+    outputs: Callable
+
+
+CAUSAL_LM = Task(batch=_batch, outputs=causal_outputs)
 
 
 def _one_epoch(blocks: torch.Tensor, batch_size: int, generator: torch.Generator):
@@ -230,11 +242,13 @@ def train_lm(model, docs: list[list[int]], cfg: LMTrainConfig, desc: str = "trai
 
 
 def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Tensor,
-            retain_blocks: torch.Tensor | None, cfg: UnlearnConfig, desc: str = "unlearn") -> list[dict[str, float]]:
+            retain_blocks: torch.Tensor | None, cfg: UnlearnConfig, desc: str = "unlearn",
+            task: Task = CAUSAL_LM) -> list[dict[str, float]]:
     """Unlearning with AdamW at a constant learning rate and no warmup (as MUSE and [1]).
 
     One step = one forget batch (+ one retain batch, cycled, if the method has a
     retain term). ``cfg.epochs`` counts passes over the forget set; ``cfg.max_steps`` caps them.
+    ``task``: token blocks of a causal LM, or classify.Examples with classify.CLASSIFICATION.
     """
     if method.uses_retain and retain_blocks is None:
         raise ConfigError("this method has a retain term but no retain data was given")
@@ -254,12 +268,12 @@ def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Ten
     history = []
     bar = tqdm(range(total), desc=desc)
     for step in bar:
-        fb = _batch(next(forget_iter), model.device)
-        forget = (causal_outputs(model, fb), _reference_outputs(reference, fb, method.reference_on_forget))
+        fb = task.batch(next(forget_iter), model.device)
+        forget = (task.outputs(model, fb), _reference_outputs(reference, fb, method.reference_on_forget, task))
         retain = None
         if retain_iter is not None:
-            rb = _batch(next(retain_iter), model.device)
-            retain = (causal_outputs(model, rb), _reference_outputs(reference, rb, method.reference_on_retain))
+            rb = task.batch(next(retain_iter), model.device)
+            retain = (task.outputs(model, rb), _reference_outputs(reference, rb, method.reference_on_retain, task))
         loss, parts = method.loss(forget, retain)
         _check_finite(step, loss, cfg.max_abs_loss)
         opt.zero_grad(set_to_none=True)
@@ -275,8 +289,8 @@ def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Ten
     return history
 
 
-def _reference_outputs(reference, batch, needed: bool) -> Outputs | None:
+def _reference_outputs(reference, batch, needed: bool, task: Task) -> Outputs | None:
     if not needed:
         return None
     with torch.no_grad():
-        return causal_outputs(reference, batch)
+        return task.outputs(reference, batch)

@@ -12,6 +12,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from quail_repro.build import make
+from quail_repro.classify import check_classify_eval
+from quail_repro.data.tweets import TweetSource
 from quail_repro.errors import ConfigError, QuailError
 from quail_repro.eval.muse_eval import check_eval_config
 from quail_repro.stages import AUTO_MARGIN_REDUCERS
@@ -54,6 +56,19 @@ def _check_method(m: DictConfig) -> None:
     make(quantizer)
 
 
+def _check_task(cfg: DictConfig, classification: bool, model) -> None:
+    """The classification task (dataset=mini_tweets | tweets_csv | tweets_hub) needs a classifier
+    and eval=classify; a MUSE corpus needs a language model and MUSE's eval."""
+    from quail_repro.models.classifier import SequenceClassifier
+
+    if classification != isinstance(model, SequenceClassifier) or classification != (cfg.eval.get("task") ==
+                                                                                     "classification"):
+        need = "model=minilm_cls (or another classifier) and eval=classify" if classification else \
+            "a language model (model=tiny_llama ...) and a MUSE eval (eval=mini | muse)"
+        raise ConfigError(f"dataset={cfg.dataset.name} needs {need}; got model={cfg.model.name}, eval task "
+                          f"{cfg.eval.get('task', 'muse')!r} (+experiment=tweets sets all three)")
+
+
 def check_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, str]]:
     """The config with ``device`` resolved, and {precision: error} for quantizers that
     cannot be built (those precisions are recorded as failed; the others still run).
@@ -63,10 +78,11 @@ def check_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, str]]:
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # a resolved copy: the stages' truth
     with open_dict(cfg):
         cfg.device = resolve_device(cfg.device)
-    make(cfg.dataset)
-    make(cfg.model)
+    classification = isinstance(make(cfg.dataset), TweetSource)
+    model = make(cfg.model)
+    _check_task(cfg, classification, model)
     _check_method(cfg.method)
-    check_eval_config(cfg.eval)
+    (check_classify_eval if classification else check_eval_config)(cfg.eval)
     bad_quant = {}
     for name, node in cfg.quant.items():
         try:

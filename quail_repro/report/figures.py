@@ -10,7 +10,7 @@ from quail_repro.report.cells import Spread
 from quail_repro.report.recovery import dw_over_step
 from quail_repro.report.scale import scale_figure
 from quail_repro.report.sweep import Job, Sweep, precision_labels
-from quail_repro.results import MUSE_METRICS
+from quail_repro.results import CLASSIFICATION_METRICS, MUSE_METRICS
 
 
 def bars(groups: list[str], series: dict[str, list[float | Spread | None]], ylabel: str, path: Path,
@@ -83,7 +83,7 @@ def recovery_scatter(jobs: list[Job], path: Path) -> Path | None:
 def figure(report: dict, sweep: Sweep, path: Path) -> Path | None:
     """buckets: bucket overlap per row and quantizer; recovery: recovery against |dw|/step and the
     transfer coefficient (a point per run); scale: recovery against width, a line per storage and lr;
-    muse: the report.figure metric per row and precision."""
+    muse and classification: the report.figure metric per row and precision."""
     if report["layout"] == "recovery":
         return recovery_scatter([j for j in sweep.jobs if j.shows_numbers], path)
     if report["layout"] == "scale":
@@ -96,7 +96,8 @@ def figure(report: dict, sweep: Sweep, path: Path) -> Path | None:
                   for q in quants}
         return bars(groups, series, "bucket overlap (% same code)", path, fmt="%.2f")
     metric = report["figure"]
-    name = next((f"{m.paper} {m.what} ({m.better})" for m in MUSE_METRICS if m.key == metric), metric)
+    name = next((f"{m.paper} {m.what} ({m.better})" for m in MUSE_METRICS + CLASSIFICATION_METRICS
+                 if m.key == metric), metric)
     labels = precision_labels(sweep.jobs)
     series = {labels[q]: [row.cell(lambda r, q=q: r.metric(q, metric)) for row in rows] for q in labels}
     return bars(groups, series, name, path, fmt="%.1f")
