@@ -61,6 +61,8 @@ def log_run(logger, results: Results, history: list[dict], generations: dict[str
         logger.log_metrics({f"recovery/{q}/{k}": v for k, v in ratios.items() if v is not None})
     for q, stats in results.analysis.items():
         logger.log_metrics({f"analysis/{q}/{k}": v for k, v in stats.items()})
+    for q, tasks in results.utility.items():  # eval.utility's lm-eval scores
+        logger.log_metrics({f"utility/{q}/{t}/{k}": v for t, scores in tasks.items() for k, v in scores.items()})
     logger.log_images(figures)
 
 

@@ -92,7 +92,8 @@ def evaluate_all(cfg, ref, precisions: list[str], data, models, auc, cache, bad_
         try:
             if qname in bad_quant:
                 raise QuailError(bad_quant[qname])
-            out[qname] = stages.evaluate(cfg, ref, qcfg, data, models, auc, cache)
+            # utility only for the row's own model: the target's quantized MUSE metrics serve the recovery ratio
+            out[qname] = stages.evaluate(cfg, ref, qcfg, data, models, auc, cache, with_utility=results is not None)
         except QuailError as err:  # e.g. a quantizer this device cannot run
             log.error("evaluation of %s at %s failed: %s", ref.key, qname, err)
             if results is not None:
@@ -101,6 +102,8 @@ def evaluate_all(cfg, ref, precisions: list[str], data, models, auc, cache, bad_
         if results is not None:
             results.metrics[qname] = PrecisionMetrics(**out[qname].metrics)
             results.quant[qname] = out[qname].quant
+            if out[qname].utility:
+                results.utility[qname] = out[qname].utility
     return out
 
 

@@ -242,4 +242,9 @@ def format_table(results: Results) -> str:
         rows.append(f"{name} recovery ratio: " + ", ".join(
             f"{q} {'undefined' if r.get(key) is None else format(r[key], '.2f')}"
             for q, r in results.recovery.items()))
+    for q, tasks in results.utility.items():  # eval.utility's lm-eval scores
+        rows.append(f"utility at {q}: " + ", ".join(f"{t} {k} {v:.3f}" for t, scores in tasks.items()
+                                                    for k, v in scores.items() if v is not None))
+    for metric, note in results.notes.items():
+        rows.append(f"{metric}: {note}")
     return "\n".join(rows)

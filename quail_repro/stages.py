@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from quail_repro.data.tweets import TweetCorpus
 from quail_repro.data.muse import MuseCorpus, load_muse
 from quail_repro.errors import ConfigError, Diverged
 from quail_repro.eval.muse_eval import evaluate_muse, privleak_auc_of
+from quail_repro.eval.utility import enabled as utility_enabled, run_utility, write_corpus_tasks
 from quail_repro.models.base import ModelRef
 from quail_repro.quant.base import FullPrecision
 from quail_repro.results import Unlearning, write_json
@@ -66,6 +68,7 @@ class Evaluation:
     metrics: dict  # MUSE's metrics (quail_repro.eval.muse_eval.evaluate_muse)
     generations: dict  # per-item outputs and scores
     quant: dict  # the quantizer's settings (describe())
+    utility: dict  # lm-eval task -> {metric: value} (eval.utility; empty when off)
 
 
 def _device_kind(cfg: DictConfig) -> str:
@@ -214,17 +217,24 @@ def _posts(tok, corpus: TweetCorpus, m: DictConfig, uses_retain: bool):
 
 
 def evaluate(cfg: DictConfig, ref: ModelRef, quant_cfg: DictConfig, data: Data, models: Models,
-             auc_retrain: float, cache: Cache) -> Evaluation:
+             auc_retrain: float, cache: Cache, with_utility: bool = True) -> Evaluation:
     """MUSE's metrics (the classification task's, classify.evaluate_classifier) of ``ref`` loaded
     at one precision (raises QuailError if it cannot run)."""
     quantizer = make(quant_cfg)
     if hasattr(quantizer, "use_corpus"):  # GPTQ/AWQ calibrate on the corpus's own text
         quantizer.use_corpus(data.corpus)
-    spec = {"model": ref.key, "corpus": data.key, "quant": quantizer.describe(), "eval": cfg.eval,
+    loaded = []  # the model at this precision, loaded once for MUSE's metrics and lm-eval's utility
+
+    def model_at_precision():
+        if not loaded:
+            loaded.append(load(ref, cfg, models.dtype, quantizer))
+        return loaded[0]
+    spec = {"model": ref.key, "corpus": data.key, "quant": quantizer.describe(),
+            "eval": {k: v for k, v in cfg.eval.items() if k != "utility"},  # utility has its own entry
             "auc_retrain": auc_retrain, "dtype": str(models.dtype), "device_kind": _device_kind(cfg)}
 
     def build(d: Path):
-        model, tok = load(ref, cfg, models.dtype, quantizer)
+        model, tok = model_at_precision()
         if data.classification:
             metrics, generations = evaluate_classifier(model, tok, data.corpus, cfg.eval)
         else:
@@ -233,7 +243,31 @@ def evaluate(cfg: DictConfig, ref: ModelRef, quant_cfg: DictConfig, data: Data, 
         write_json(d / "generations.json", generations)
 
     entry = cache.get_or_build("eval", spec, build)
-    return Evaluation(_read(entry, "metrics.json"), _read(entry, "generations.json"), quantizer.describe())
+    scores = utility(cfg, ref, quantizer, data, models, cache, model_at_precision) if with_utility else {}
+    return Evaluation(_read(entry, "metrics.json"), _read(entry, "generations.json"), quantizer.describe(), scores)
+
+
+def utility(cfg: DictConfig, ref: ModelRef, quantizer, data: Data, models: Models, cache: Cache,
+            model_at_precision) -> dict:
+    """lm-eval's tasks (eval.utility) on ``ref`` at one precision, on the model already loaded
+    for MUSE's metrics when there is one; {} when utility is off."""
+    u = cfg.eval.get("utility")
+    if not utility_enabled(u):
+        return {}
+    spec = {"model": ref.key, "quant": quantizer.describe(), "utility": u, "dtype": str(models.dtype),
+            "device_kind": _device_kind(cfg), "lm_eval": version("lm_eval")}
+    if u.corpus_tasks:
+        spec["corpus"] = data.key
+        tasks = cache.get_or_build("utility_data", {"corpus": data.key, "data": u.data},
+                                   lambda d: write_corpus_tasks(d, data.corpus, u.data))
+    else:
+        tasks = None
+
+    def build(d: Path):
+        model, tok = model_at_precision()
+        write_json(d / "utility.json", run_utility(model, tok, u, tasks))
+
+    return _read(cache.get_or_build("utility", spec, build), "utility.json")
 
 
 @dataclass(frozen=True)

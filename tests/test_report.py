@@ -11,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from quail_repro import report
+from quail_repro.compose import compose_config
 from quail_repro.report import Job, build
 from quail_repro.report.figures import recovery_scatter
 from quail_repro.report.render import tex_escape
@@ -131,7 +132,7 @@ def test_a_diverged_job_shows_its_step(sweep, tmp_path):
 def test_published_numbers_stand_beside_ours_for_the_same_model_and_data(sweep, tmp_path):
     copy = tmp_path / "muse"
     shutil.copytree(sweep[0], copy)
-    muse_eval = OmegaConf.load(ROOT / "conf" / "eval" / "muse.yaml")
+    muse_eval = compose_config(["eval=muse"]).eval  # composed: eval=muse has defaults (eval/utility)
     for job in ("0_target", "1_ga_gdr"):  # relabel the runs as the real MUSE setting
         cfg_path = copy / job / ".hydra" / "config.yaml"
         cfg = OmegaConf.load(cfg_path)

@@ -18,6 +18,7 @@ from typing import Any
 
 from quail_repro.errors import ConfigError, DataError
 from quail_repro.eval.generate import _eval_mode, generate, sequence_token_logprobs
+from quail_repro.eval.utility import check_utility
 from quail_repro.eval.metrics import (
     min_k_percent_score,
     privleak,
@@ -233,6 +234,8 @@ def check_eval_config(cfg) -> None:
     for section, key in (("knowmem", "trailing_space"), (None, "progress")):
         _opt(cfg, section, key)
     _decoding(cfg)
+    utility = _get(cfg, "utility")
+    check_utility(None if utility is _MISSING else utility)
 
 
 def privleak_auc_of(model, tokenizer, corpus, cfg) -> float:

@@ -21,6 +21,26 @@ def muse_value(results: Results, precision: str, key: str) -> Any:
     return m.get(key) if m.ok else "failed"
 
 
+def utility_value(results: Results, precision: str, task: str, metric: str) -> Any:
+    """An lm-eval utility score (eval.utility), or why a finished run has none at this precision."""
+    m = results.metrics.get(precision)
+    if m is None:
+        return "not evaluated"
+    if not m.ok:
+        return "failed"
+    return ((results.utility.get(precision) or {}).get(task) or {}).get(metric)
+
+
+def utility_columns(jobs: list[Job], precisions) -> list[tuple[str, str, str]]:
+    """(precision, task, metric) of every utility score some job has (standard errors left out)."""
+    seen = {}
+    for job in jobs:
+        for q in precisions:
+            for task, scores in ((job.results.utility if job.results else {}).get(q) or {}).items():
+                seen.update({(q, task, m): None for m in scores if not m.endswith("_stderr")})
+    return list(seen)
+
+
 def precision_notes(job: Job) -> list[str]:
     if not job.shows_numbers:
         return []
@@ -33,12 +53,17 @@ def muse_table(name: str, report: dict, sweep: Sweep) -> Table:
     columns = label_columns(keys, show) + [("", "status")]
     columns += [(labels[q], m.paper + m.better) for q in labels for m in MUSE_METRICS]
     formats = ["text"] * (len(keys) + len(show) + 1) + ["num"] * (len(labels) * len(MUSE_METRICS))
+    utility = utility_columns(sweep.jobs, labels)  # eval.utility's lm-eval scores, after MUSE's
+    columns += [(labels[q], f"{task} {metric}") for q, task, metric in utility]
+    formats += ["ratio"] * len(utility)
     t = Table(name, report["title"], columns, formats)
     comparable, not_comparable = set(), set()  # published tables used; why the other rows could not be
     for row in sweep.rows:
         head = label_cells(row, keys, show)
         cells = [row.cell(partial(muse_value, precision=q, key=m.key)) for q in labels for m in MUSE_METRICS]
-        t.rows.append(head + [row.status_text()] + cells)
+        t.rows.append(head + [row.status_text()] + cells +
+                      [row.cell(partial(utility_value, precision=q, task=task, metric=metric))
+                       for q, task, metric in utility])
         t.notes += [note for job in row.jobs for note in precision_notes(job)] + job_notes(row, sweep.jobs)
         if not row.shown:
             continue
@@ -53,11 +78,14 @@ def muse_table(name: str, report: dict, sweep: Sweep) -> Table:
             ours = [c.mean if isinstance(c, Spread) else c for c in cells]
             delta = [mine - theirs if isinstance(mine, (int, float)) and theirs is not None else None
                      for mine, theirs in zip(ours, published)]
-            blank = [""] * len(head)
-            t.rows.append(blank + [f"{pub.source} published"] + published)
-            t.rows.append(blank + ["Δ ours − published"] + delta)
+            blank, pad = [""] * len(head), [None] * len(utility)
+            t.rows.append(blank + [f"{pub.source} published"] + published + pad)
+            t.rows.append(blank + ["Δ ours − published"] + delta + pad)
     legend = ", ".join(f"{m.paper} {m.what} ({m.better})" for m in MUSE_METRICS)
     t.notes.insert(0, f"{legend}; ROUGE-L ×100 (M1, M2, M4), PrivLeak % (M3; closer to 0 is better).")
+    if utility:
+        t.notes.insert(1, "Utility (eval.utility, lm-eval): acc and acc_norm are fractions (higher is better), "
+                          "perplexity of the answer tokens (lower is better).")
     descriptions = quant_descriptions(sweep.jobs, sweep.config, labels)
     if descriptions:
         t.notes.insert(1, "Columns: " + "; ".join(f"{labels[q]} = {d}" for q, d in descriptions.items()) + ".")

@@ -15,8 +15,9 @@ from quail_repro.report.table import Table
 from quail_repro.results import MUSE_METRICS
 
 PUBLISHED_DIR = CONF_DIR / "published"
-#: eval settings that do not change a number (ignored when checking we evaluate as MUSE does)
-EVAL_NEUTRAL = ("batch_size", "progress")
+#: eval settings that do not change a MUSE number (ignored when checking we evaluate as MUSE does;
+#: utility adds lm-eval scores beside them)
+EVAL_NEUTRAL = ("batch_size", "progress", "utility")
 
 
 @dataclass(frozen=True)
