@@ -123,10 +123,12 @@ class WandbLogger(NullLogger):
 
     def __init__(self, project: str, entity: str | None = None, mode: str = "offline",
                  group: str | None = None, job_type: str | None = None, run_name: str | None = None,
-                 tags: list[str] | None = None, dir: str | None = None, *, run_id: str | None, resume: str):
+                 tags: list[str] | None = None, dir: str | None = None, *, run_id: str | None, resume: str,
+                 osh_command_dir: str | None):
         self.settings = dict(project=project, entity=entity, mode=mode, group=group, job_type=job_type,
                              name=run_name, tags=list(tags or []), dir=dir, resume=resume)
         self.run_id = run_id
+        self.osh_command_dir = osh_command_dir
         self.run = None
 
     def start(self, config: dict[str, Any], run_dir: str) -> None:
@@ -182,8 +184,14 @@ class WandbLogger(NullLogger):
         for key in ("error", "unlearning", "privleak_auc_retrain"):
             if summary.get(key) is not None:
                 self.run.summary[key] = summary[key]
+        run_folder = Path(self.run.dir).parent  # run.dir is the run's files/ subfolder
         self.run.finish(exit_code=1 if results.status == "failed" else 0)
         self.run = None
+        if self.osh_command_dir and self.settings["mode"] == "offline":
+            # tell wandb-osh (running where there is a network) that this finished run can be synced
+            from wandb_osh.hooks import TriggerWandbSyncHook
+
+            TriggerWandbSyncHook(Path(self.osh_command_dir).expanduser())(run_folder)
 
     def sync_hint(self) -> str:
         """Where the runs went, and how offline runs are uploaded later."""

@@ -1,12 +1,22 @@
 """A job's W&B run id comes from its config hash, so re-running a job continues its run."""
 from pathlib import Path
 
+import pytest
+import wandb
 from hydra import compose, initialize_config_dir
 
 from quail_repro.build import make
 from quail_repro.results import Results
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+@pytest.fixture(autouse=True)
+def own_wandb_service():
+    """Shut this process's W&B service down after each test: it leaves WANDB_SERVICE in the
+    environment, and a W&B run started later in a subprocess (test_wandb's sweep) would attach to it."""
+    yield
+    wandb.teardown()
 
 
 def run_ids(tmp_path, jobs):
@@ -41,3 +51,17 @@ def test_a_run_id_in_config_is_used_as_given(tmp_path):
     logger.start({"seed": 0}, str(tmp_path))
     assert logger.run.id == "my-run-1"
     logger.finish(Results("tiny_llama", "mini_news", "ga", 0, status="ok"))
+
+
+def test_a_finished_offline_run_is_announced_to_wandb_osh(tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["logger=wandb", "logger.mode=offline", f"logger.dir={tmp_path}",
+                                           f"logger.osh_command_dir={tmp_path / 'osh'}"])
+    logger = make(cfg.logger)
+    logger.start({"seed": 0}, str(tmp_path / "run"))
+    run_id = logger.run.id
+    logger.finish(Results("tiny_llama", "mini_news", "ga", 0, status="ok"))
+    (command,) = (tmp_path / "osh").glob("*.command")  # what wandb-osh on the login node reads
+    folder = Path(command.read_text())
+    assert folder.parent == (tmp_path / "wandb").resolve() and folder.name.endswith(run_id)
+    assert list(folder.glob("*.wandb"))
