@@ -170,6 +170,13 @@ def test_empty_file_and_empty_split(tmp_path, split_files):
                   "dataset.forget.keywords=[nowhere]")
 
 
+def test_files_or_file_and_a_hub_name_are_required(tmp_path):
+    with pytest.raises(ConfigError, match="either dataset.files"):
+        corpus_of(tmp_path, "dataset=tweets_csv")
+    with pytest.raises(ConfigError, match="dataset.path"):
+        corpus_of(tmp_path, "dataset=tweets_hub")
+
+
 def test_a_classification_dataset_needs_a_classifier_and_its_eval():
     with pytest.raises(ConfigError, match="dataset=mini_tweets needs model=minilm_cls"):
         check_config(cfg_of("dataset=mini_tweets", "device=cpu"))
@@ -253,3 +260,29 @@ def test_unlearning_lowers_forget_accuracy_of_a_classifier_that_learned_it(toy_t
     retrain = results_of(toy_table4, "1_retrain")["metrics"]["none"]
     assert target["acc_forget"] == 100.0 > retrain["acc_forget"]  # the target learned its forget set
     assert ga["acc_forget"] < target["acc_forget"]
+
+
+def test_poisoned_posts_are_scored_under_their_true_labels(tmp_path, split_files):
+    """A stand-in classifier that always says class 1: acc_forget counts the flipped (trained)
+    labels that are 1, acc_poison_true the true labels that are 1."""
+    from transformers import AutoTokenizer
+
+    from quail_repro.classify import evaluate_classifier
+    from quail_repro.models.classifier import resolve_checkpoint
+
+    class AlwaysOne(torch.nn.Module):
+        device = torch.device("cpu")
+
+        def forward(self, input_ids, attention_mask):
+            return type("Out", (), {"logits": torch.tensor([[0.0, 2.0]]).repeat(len(input_ids), 1)})()
+
+    flip = corpus_of(tmp_path, "dataset=tweets_csv", *split_files, "forget@dataset.forget=label_flip",
+                     "dataset.forget.fraction=0.3")
+    tok = AutoTokenizer.from_pretrained(resolve_checkpoint(cfg_of("+experiment=tweets").model.pretrained)[0])
+    metrics, rows = evaluate_classifier(AlwaysOne(), tok, flip, cfg_of("+experiment=tweets").eval)
+    share_one = lambda ps: 100 * sum(p["label"] == 1 for p in ps) / len(ps)  # noqa: E731
+    assert metrics["acc_forget"] == share_one(flip.split("forget"))
+    assert metrics["acc_poison_true"] == share_one(flip.split("poison"))
+    assert metrics["acc_forget"] + metrics["acc_poison_true"] == 100  # two classes: each post flipped
+    assert 0 <= metrics["mia_auc"] <= 1
+    assert [r["correct"] for r in rows["poison"]] == [float(p["label"] == 1) for p in flip.split("poison")]

@@ -166,9 +166,6 @@ class TweetsFiles(TweetSource):
     def __init__(self, name: str, labels: list[str], label_map: dict, forget: dict, text_column: str,
                  label_column: str, files: dict | None, file: str | None, split_fractions: dict, split_seed: int):
         super().__init__(name, labels, label_map, forget)
-        if (files is None) == (file is None):
-            raise ConfigError("dataset: give either files (one per split: train, val, test) or file (one file cut "
-                              "by split_fractions)")
         self.text_column, self.label_column = text_column, label_column
         self.files = {s: Path(p).expanduser() for s, p in to_plain(files).items()} if files is not None else None
         if self.files is not None and set(self.files) != set(SPLITS):
@@ -181,6 +178,10 @@ class TweetsFiles(TweetSource):
                 "split": None if self.file is None else [self.split_fractions, self.split_seed]}
 
     def raw_splits(self):
+        # checked here, not when built: the config composes and instantiates without data (tests)
+        if (self.files is None) == (self.file is None):
+            raise ConfigError("dataset=tweets_csv: give either dataset.files (one per split: train, val, test) or "
+                              "dataset.file (one file cut by dataset.split_fractions)")
         paths = self.files or {"all": self.file}
         digest = hashlib.sha256()
         rows = {}
@@ -213,6 +214,8 @@ class TweetsHub(TweetSource):
 
     def raw_splits(self):
         import datasets
+        if not self.path:
+            raise ConfigError("dataset=tweets_hub: dataset.path (the Hugging Face dataset's name) is required")
         rows = {}
         for split, hub_split in self.hub_splits.items():
             try:
