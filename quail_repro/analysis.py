@@ -18,6 +18,8 @@ What is compared, per quantizer:
   spacing is narrower near zero and wider at the tails (NF4 0.08..0.28, FP4 0.005..0.33).
 * bitsandbytes 8-bit: the int8 codes of ``bnb_int8_codes`` (row absmax of the fp16-cast
   weight); Delta = row absmax / 127.
+* llama.cpp's formats (quant/gguf.py): the codes stored in each block of 32, read back from the
+  gguf package's own round trip; Delta = the block's scale d.
 
 Codes ignore a change of the group/block scale. ``value_overlap`` (fraction of weights
 whose dequantized value is identical) includes it: it is the stricter "the evaluated
@@ -75,6 +77,8 @@ def _quantize(quantizer, weight: Tensor, dtype: torch.dtype | str | None = None)
     """One Linear weight (out x in) under an RTN or BitsAndBytes quantizer."""
     if dtype is not None:  # the evaluation quantizes the weight as loaded, in this dtype
         weight = weight.to(as_dtype(dtype))
+    if hasattr(quantizer, "bucket_codes"):  # a quantizer that reads its own codes back (quant/gguf.py)
+        return _Quantized(*quantizer.bucket_codes(weight))
     if isinstance(quantizer, RTN):
         args = (quantizer.bits, quantizer.group_size, quantizer.symmetric)
         codes, scale, zero = rtn_codes(weight, *args)
