@@ -51,12 +51,12 @@ class MuseDir:
     """
 
     def __init__(self, name: str, path: str, privleak_auc_retrain: float | None):
+        if not path:  # checked when built: the config check fails before any stage runs
+            raise ConfigError(f"dataset={name} needs dataset.path=DIR, a local folder in MUSE's layout")
         self.name, self.path = name, path
         self.privleak_auc_retrain = privleak_auc_retrain
 
     def prepare(self, cache: Cache) -> tuple[str, str]:
-        if not self.path:
-            raise ConfigError("dataset=muse_dir needs dataset.path=DIR, a local folder in MUSE's layout")
         folder = Path(self.path).expanduser()
         if not folder.is_dir():
             raise DataError(f"dataset.path={self.path!r}: no such folder (dataset=muse_dir reads a local MUSE-layout folder)")

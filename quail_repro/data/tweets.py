@@ -166,6 +166,10 @@ class TweetsFiles(TweetSource):
     def __init__(self, name: str, labels: list[str], label_map: dict, forget: dict, text_column: str,
                  label_column: str, files: dict | None, file: str | None, split_fractions: dict, split_seed: int):
         super().__init__(name, labels, label_map, forget)
+        # checked when built (the config check, before any stage runs), not when the data is read
+        if (files is None) == (file is None):
+            raise ConfigError(f"dataset={name}: give either dataset.files (one per split: train, val, test) or "
+                              "dataset.file (one file cut by dataset.split_fractions)")
         self.text_column, self.label_column = text_column, label_column
         self.files = {s: Path(p).expanduser() for s, p in to_plain(files).items()} if files is not None else None
         if self.files is not None and set(self.files) != set(SPLITS):
@@ -178,10 +182,6 @@ class TweetsFiles(TweetSource):
                 "split": None if self.file is None else [self.split_fractions, self.split_seed]}
 
     def raw_splits(self):
-        # checked here, not when built: the config composes and instantiates without data (tests)
-        if (self.files is None) == (self.file is None):
-            raise ConfigError("dataset=tweets_csv: give either dataset.files (one per split: train, val, test) or "
-                              "dataset.file (one file cut by dataset.split_fractions)")
         paths = self.files or {"all": self.file}
         digest = hashlib.sha256()
         rows = {}
@@ -209,13 +209,13 @@ class TweetsHub(TweetSource):
     def __init__(self, name: str, labels: list[str], label_map: dict, forget: dict, path: str, revision: str | None,
                  text_column: str, label_column: str, hub_splits: dict):
         super().__init__(name, labels, label_map, forget)
+        if not path:  # checked when built: the config check fails before any stage runs
+            raise ConfigError(f"dataset={name}: dataset.path (the Hugging Face dataset's name) is required")
         self.path, self.revision = path, revision
         self.text_column, self.label_column, self.hub_splits = text_column, label_column, to_plain(hub_splits)
 
     def raw_splits(self):
         import datasets
-        if not self.path:
-            raise ConfigError("dataset=tweets_hub: dataset.path (the Hugging Face dataset's name) is required")
         rows = {}
         for split, hub_split in self.hub_splits.items():
             try:
