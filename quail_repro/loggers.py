@@ -1,7 +1,9 @@
 """Where a run's config, per-stage metrics and results go besides results.json.
 
 ``logger=none`` uses NullLogger; ``logger=wandb`` (the default) WandbLogger. Both have the
-same calls: start, log_metrics, log_table, log_images, log_artifact, finish.
+same calls: start, log_metrics, log_table, log_images, log_artifact, finish. ``finish`` takes
+the run's summary as a plain dict with a ``status`` (a job's from ``run_summary(results)``;
+the sweep report's its own), so any caller hands it over the same way.
 
 Metric names are ``STAGE/PRECISION/NAME`` (``eval/bnb_nf4/knowmem_f``,
 ``analysis/rtn_int4/bucket_overlap``) or ``STAGE/NAME`` (``unlearn/total``): W&B puts
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from quail_repro.cache import config_hash
@@ -66,6 +69,23 @@ def log_run(logger, results: Results, history: list[dict], generations: dict[str
     logger.log_images(figures)
 
 
+def run_summary(results: Results) -> dict[str, Any]:
+    """A job's summary for ``finish``: its status, and its error, unlearning record and PrivLeak
+    reference AUC where it has them."""
+    d = results.to_dict()
+    return {"status": results.status,
+            **{k: d[k] for k in ("error", "unlearning", "privleak_auc_retrain") if d.get(k) is not None}}
+
+
+def checked_summary(summary: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``summary`` if it is what ``finish`` takes (a dict with a string ``status``), else a
+    TypeError: every logger checks it, so a wrong call fails under logger=none too."""
+    if not isinstance(summary, Mapping) or not isinstance(summary.get("status"), str):
+        raise TypeError(f"finish takes the run's summary as a dict with a 'status' (a job's: run_summary(results)), "
+                        f"got {type(summary).__name__} {summary!r:.200}")
+    return summary
+
+
 def sweep_group(experiment: str | None, sweep_dir: str | Path) -> str:
     """The W&B group of every run of one sweep: the experiment and the sweep folder's name."""
     return f"{experiment or 'sweep'}-{Path(sweep_dir).name}"
@@ -107,8 +127,8 @@ class NullLogger:
     def log_artifact(self, name: str, type: str, paths: list[str | Path]) -> None:
         pass
 
-    def finish(self, results: Results) -> None:
-        pass
+    def finish(self, summary: Mapping[str, Any]) -> None:
+        checked_summary(summary)
 
     def sync_hint(self) -> str:
         return ""
@@ -176,16 +196,17 @@ class WandbLogger(NullLogger):
                 artifact.add_file(str(p))
         self.run.log_artifact(artifact)
 
-    def finish(self, results: Results) -> None:
+    def finish(self, summary: Mapping[str, Any]) -> None:
+        """Close the run with ``summary`` (see ``checked_summary``) in its W&B summary; a
+        ``failed`` status is exit code 1."""
+        checked_summary(summary)
         if self.run is None:
             return
-        summary = results.to_dict()
-        self.run.summary["status"] = results.status
-        for key in ("error", "unlearning", "privleak_auc_retrain"):
-            if summary.get(key) is not None:
-                self.run.summary[key] = summary[key]
+        for key, value in summary.items():
+            if value is not None:
+                self.run.summary[key] = value
         run_folder = Path(self.run.dir).parent  # run.dir is the run's files/ subfolder
-        self.run.finish(exit_code=1 if results.status == "failed" else 0)
+        self.run.finish(exit_code=1 if summary["status"] == "failed" else 0)
         self.run = None
         if self.osh_command_dir and self.settings["mode"] == "offline":
             # tell wandb-osh (running where there is a network) that this finished run can be synced

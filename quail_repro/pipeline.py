@@ -20,7 +20,7 @@ from quail_repro.cache import Cache
 from quail_repro.errors import QuailError
 from quail_repro.eval.metrics import recovery_ratio
 from quail_repro.eval.muse_eval import corpus_notes
-from quail_repro.loggers import log_run
+from quail_repro.loggers import log_run, run_summary
 from quail_repro.results import (CLASSIFICATION_RECOVERY_METRICS, RECOVERY_ITEMS, RECOVERY_METRICS, PrecisionMetrics,
                                  Results, format_table, write_json,
                                  write_results)
@@ -73,11 +73,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Results:
     except BaseException as err:  # a QuailError, a bug, an interrupt: on record, then raised
         results.status, results.error = "failed", f"{type(err).__name__}: {err}"
         write_results(run_dir, results)
-        logger.finish(results)
+        logger.finish(run_summary(results))
         raise
     write_results(run_dir, results)
     log_run(logger, results, history, generations, figures)
-    logger.finish(results)
+    logger.finish(run_summary(results))
     print(format_table(results))
     return results
 

@@ -15,7 +15,8 @@ import pytest
 from wandb.proto import wandb_internal_pb2 as pb
 
 from quail_repro.dashboard import build_report, why_not_saved
-from quail_repro.loggers import NullLogger, WandbLogger
+from quail_repro.loggers import NullLogger, WandbLogger, run_summary
+from quail_repro.results import Results, Unlearning
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK, HEADER = 32 * 1024, 7
@@ -84,7 +85,7 @@ def wandb_sweep(tmp_path_factory):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = [RunFile(d) for d in sorted((tmp / "wandb" / "wandb").glob("offline-run-*"))]
-    return sweep, {r.run.job_type: r for r in runs}, proc.stdout
+    return sweep, {r.run.job_type: r for r in runs}, proc.stdout + proc.stderr
 
 
 def test_each_job_is_a_run_in_the_sweeps_group(wandb_sweep):
@@ -136,6 +137,31 @@ def test_the_sweep_table_is_logged_as_a_table_and_an_artifact(wandb_sweep):
     artifact = next(a for a in rep.artifacts if a.type == "table")
     assert artifact.name == f"table2-{sweep.name}"
     assert sorted(c.path for c in artifact.manifest.contents) == ["table2.csv", "table2.md", "table2.png", "table2.tex"]
+
+
+def test_the_sweeps_table_reaches_the_tracker_in_a_finished_report_run(wandb_sweep):
+    sweep, runs, output = wandb_sweep
+    rep = runs["report"]
+    assert "could not log the table" not in output
+    assert rep.summary["status"] == "ok" and rep.exit_code == 0  # closed by log_to_tracker, not at exit
+    # the table in the run's summary, where W&B's table panels read it, one row per job
+    assert rep.summary["table2/_type"] == "table-file" and rep.summary["table2/nrows"] == 2
+    assert rep.table("table2")["data"] and "wandb sync" in output
+
+
+def test_finish_takes_a_summary_dict_under_every_logger():
+    wandb_logger = WandbLogger(project="quail_test", run_id=None, resume="allow", osh_command_dir=None)
+    for logger in (NullLogger(), wandb_logger):
+        with pytest.raises(TypeError, match="'status'"):
+            logger.finish(Results("tiny_llama", "mini_news", "ga", 0, status="ok"))
+        with pytest.raises(TypeError, match="'status'"):
+            logger.finish({"error": "no status"})
+        logger.finish({"status": "ok"})  # wandb: no run started, nothing to close
+    failed = Results("tiny_llama", "mini_news", "ga", 0, status="failed", error="DataError: x",
+                     unlearning=Unlearning(status="diverged", step=3))
+    assert run_summary(failed) == {"status": "failed", "error": "DataError: x",
+                                   "unlearning": {"status": "diverged", "step": 3}}
+    assert run_summary(Results("tiny_llama", "mini_news", "ga", 0, status="ok")) == {"status": "ok"}
 
 
 def test_dashboard_builds_the_report_offline_and_says_it_cannot_save(wandb_sweep, monkeypatch, capsys):

@@ -24,10 +24,14 @@ def log_to_tracker(rep: Report, sweep_dir: str | Path, logger_cfg: DictConfig) -
     logger.start({"report": rep.name, "sweep_dir": str(Path(sweep_dir).resolve()), "jobs": len(rep.jobs),
                   "finished": sum(j.results is not None for j in rep.jobs),
                   "hydra": {"mode": "MULTIRUN", "sweep_dir": str(sweep_dir)}}, str(sweep_dir))
-    logger.log_table(rep.name, rep.table.headers, tracker_rows(rep.table))
-    png = [f for f in rep.files if f.suffix == ".png"]
-    if png:
-        logger.log_images({f"{rep.name}/figure": png[0]})
-    logger.log_artifact(group, "table", rep.files)
-    logger.finish({"status": "ok"})
+    try:
+        logger.log_table(rep.name, rep.table.headers, tracker_rows(rep.table))
+        png = [f for f in rep.files if f.suffix == ".png"]
+        if png:
+            logger.log_images({f"{rep.name}/figure": png[0]})
+        logger.log_artifact(group, "table", rep.files)
+    except BaseException as err:  # the run closes as failed, not left open until the process exits
+        logger.finish({"status": "failed", "error": f"{type(err).__name__}: {err}"})
+        raise
+    logger.finish({"status": "ok"})  # the same summary dict a job's run gets (loggers.run_summary)
     return logger.sync_hint()
