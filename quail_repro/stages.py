@@ -140,6 +140,8 @@ def build_method(method_cfg: DictConfig, target_model):
     Returns the method and its margin as resolved at run time (None without a hinge).
     """
     base = make(method_cfg.loss)
+    if method_cfg.get("saliency") is not None:  # SURE: the base loss on the salient modules only
+        base = make(method_cfg.saliency, base=base)
     if method_cfg.get("hinge") is None:
         return base, None
     margin = method_cfg.hinge.margin
@@ -180,13 +182,17 @@ def unlearn(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> Unlear
             reference.requires_grad_(False)
         forget, retain = (_posts if data.classification else _blocks)(tok, data.corpus, m, method.uses_retain)
         extra = {} if margin is None else {"margin": margin}
+        adapter = make(m.lora) if m.get("lora") is not None else None  # LoRA: the loss trains an adapter
+        trained = adapter.attach(model) if adapter else model
         try:
-            history = unlearn_loop(model, reference, method, forget, retain, settings, desc=f"unlearn {m.name}",
+            history = unlearn_loop(trained, reference, method, forget, retain, settings, desc=f"unlearn {m.name}",
                                    task=CLASSIFICATION if data.classification else CAUSAL_LM)
         except Diverged as err:
             write_json(d / "status.json", {"status": "diverged", "step": err.step, "loss": err.loss,
                                            "reason": err.reason, **extra})
             return
+        if adapter:  # merged: quantizers and evaluation load a plain model of the original architecture
+            model = adapter.merge(trained)
         model.save_pretrained(d)
         tok.save_pretrained(d)
         write_json(d / "history.json", history)

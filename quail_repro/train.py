@@ -259,11 +259,12 @@ def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Ten
         total = min(total, cfg.max_steps)
     forget_iter = _batches(forget_blocks, cfg.batch_size, generator)
     retain_iter = _batches(retain_blocks, cfg.batch_size, generator) if method.uses_retain else None
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if reference is not None:
         reference.eval()
     elif method.reference_on_forget or method.reference_on_retain:
         raise ConfigError("this method compares with the original model but no reference model was given")
+    params = method.trainable_parameters(model, reference, forget_blocks, cfg.batch_size, task)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.train()
     history = []
     bar = tqdm(range(total), desc=desc)

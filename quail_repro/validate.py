@@ -39,6 +39,10 @@ def _check_method(m: DictConfig) -> None:
     if m.data_layout not in DATA_LAYOUTS:
         raise ConfigError(f"method.data_layout={m.data_layout!r}: choose one of {list(DATA_LAYOUTS)}")
     base = make(m.loss)
+    if m.get("saliency") is not None:  # SURE checks its percentile
+        base = make(m.saliency, base=base)
+    if m.get("lora") is not None:  # LoRA checks rank, alpha, dropout and target modules
+        make(m.lora)
     hinge = m.get("hinge")
     if hinge is None:
         return

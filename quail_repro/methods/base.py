@@ -29,6 +29,11 @@ class UnlearningMethod:
     def uses_retain(self) -> bool:
         return type(self).retain_loss is not UnlearningMethod.retain_loss
 
+    def trainable_parameters(self, model, reference, forget_blocks, batch_size: int, task) -> list:
+        """The parameters unlearning updates: every trainable one (SURE, methods/sure.py, selects
+        salient modules; a LoRA adapter leaves only its own trainable)."""
+        return [p for p in model.parameters() if p.requires_grad]
+
     def forget_loss(self, cur: Outputs, ref: Outputs | None) -> torch.Tensor:
         raise NotImplementedError
 
