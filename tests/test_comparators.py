@@ -100,3 +100,26 @@ def test_lora_all_linear_adapts_what_the_quantizers_quantize(toy):
     changed = {n for n in target if not torch.equal(unlearned[n], target[n])}
     linear = {n for n in target if n.endswith("proj.weight")}
     assert changed == linear  # not lm_head, embeddings or norms
+
+
+@pytest.mark.slow
+def test_the_comparators_table_runs_at_toy_size(tmp_path):
+    """+experiment=[table2_comparators,toy] with fewer rows and precisions (about 30 s): every row
+    finishes, and a gguf precision has its recovery ratio and bucket analysis like the others."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "quail_repro", "+experiment=[table2_comparators,toy]", "device=cpu",
+                           "logger=none", "quant=[none,rtn_int4,gguf_q4_0]", "method=target,sure,lora_ga_gdr",
+                           f"hydra.sweep.dir={sweep}"], cwd=CONF_DIR.parent, capture_output=True, text=True,
+                          env=dict(os.environ, QUAIL_CACHE_DIR=str(tmp_path / "cache")), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "## table2_comparators" in proc.stdout and (sweep / "table2_comparators.csv").is_file()
+    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
+    assert [r["method"] for r in results] == ["target", "sure", "lora_ga_gdr"]
+    for r in results[1:]:
+        assert r["status"] == "ok" and set(r["recovery"]) == {"rtn_int4", "gguf_q4_0"}
+        assert 0 < r["analysis"]["gguf_q4_0"]["bucket_overlap"] <= 1

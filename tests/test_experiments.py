@@ -12,7 +12,8 @@ from quail_repro.report import expand_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-TABLES = ["table1", "table2", "table3", "table4", "table5", "failure_table1", "recovery_search", "scale_search"]
+TABLES = ["table1", "table2", "table3", "table4", "table5", "failure_table1", "recovery_search", "scale_search",
+          "table2_comparators"]
 BASELINES = ["ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr"]
 QUAIL = ["quail", "quail_ga", "quail_ga_klr", "quail_npo", "quail_npo_gdr", "quail_npo_klr"]
 QUANT_4BIT = ["none", "rtn_int4", "bnb_nf4"]
@@ -139,6 +140,15 @@ def test_table4_rows_and_precisions():
     assert list(cfg.quant) == ["none", "rtn_int8", "bnb_nf4"]
     assert (cfg.dataset.name, cfg.model.name, cfg.eval.task) == ("mini_tweets", "minilm_cls", "classification")
 
+
+def test_table2_comparators_rows_and_precisions():
+    jobs, _ = grid("table2_comparators")
+    assert [j[0] for j in jobs] == [f"method={m}" for m in ["target", "retrain", "ga_gdr", "quail", "sure", "lora_ga_gdr"]]
+    cfg = _compose(["+experiment=table2_comparators"], hydra=False)
+    assert list(cfg.quant) == ["none", "rtn_int8", "bnb_nf4", "gguf_q8_0", "gguf_q5_1", "gguf_q5_0", "gguf_q4_1",
+                               "gguf_q4_0"]
+    assert _compose(["+experiment=table2_comparators", "method=sure"], hydra=False).method.saliency.percentile == 50
+    assert _compose(["+experiment=table2_comparators", "method=lora_ga_gdr"], hydra=False).method.lora.r == 8
 
 def test_experiments_take_toy_sizes():
     cfg = _compose(["+experiment=[table2,toy]"], hydra=False)
