@@ -26,6 +26,7 @@ if os.environ.get("QUAIL_ONLINE") != "1":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+from hydra.errors import HydraException  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from quail_repro import stages  # noqa: E402
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = compose(args)
         report = audit(cfg, args.original, args.unlearned)
-    except QuailError as err:
+    except (QuailError, HydraException) as err:  # e.g. an unknown dataset or quantizer name
         print(f"audit: {type(err).__name__}: {err}", file=sys.stderr)
         return ERROR
     out = Path(cfg.audit.out)

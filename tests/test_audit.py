@@ -73,6 +73,8 @@ def test_bad_input_exits_2_naming_it(pair, tmp_path, capsys):
     assert main(["--original", original, "--unlearned", str(tmp_path), "--data", corpus,
                  f"paths.cache={cache}", "device=cpu", "--out", str(tmp_path / "o")]) == 2
     assert "no config.json" in capsys.readouterr().err
+    assert main(["--original", original, "--unlearned", original, "--data", "no_such_dataset"]) == 2
+    assert "no_such_dataset" in capsys.readouterr().err
 
 
 def test_the_audit_config_composes_with_its_defaults():
