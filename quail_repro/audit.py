@@ -130,7 +130,7 @@ def audit(cfg: DictConfig, original: str, unlearned: str) -> dict:
         if q != "none":
             row["recovery"] = ratios[q]
             row["exceeds"] = [k for k in a.gate if ratios[q][k] is not None and ratios[q][k] > a.max_recovery]
-            if not errors:
+            if not errors and cfg.analysis.enabled:  # analysis.enabled=false skips two model loads per precision
                 try:
                     stats = stages.analyse(cfg, refs["unlearned"], cfg.quant[q], data, models, cache).stats
                     row.update(bucket_overlap=stats["bucket_overlap"], transfer_coef=stats["transfer_coef"])
