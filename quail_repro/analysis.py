@@ -313,10 +313,14 @@ def plot_dw_histogram(ratios: dict[str, Tensor], path) -> Path:
     present = [v for v in positive.values() if v.numel()]
     lo = min(float(v.min()) for v in present) if present else 1e-6
     hi = max(float(v.max()) for v in present) if present else 1.0
-    edges = torch.logspace(np.log10(lo), np.log10(max(hi, lo * 10)), 81)
+    log_lo, log_hi = float(np.log10(lo)), float(np.log10(max(hi, lo * 10)))
+    edges = torch.logspace(log_lo, log_hi, 81)
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, v in ratios.items():
-        counts = torch.histogram(positive[label], bins=edges).hist / max(v.numel(), 1)
+        # equal bins of log10 |dw|/Delta: histc on the logs (torch.histogram's search over 80 edges
+        # took ~0.5 s per quantizer on 2.6M weights, most of a cached job's time)
+        logs = positive[label].double().log10()
+        counts = torch.histc(logs, bins=80, min=log_lo, max=log_hi) / max(v.numel(), 1)
         zeros = 1 - positive[label].numel() / max(v.numel(), 1)
         ax.stairs(counts.numpy(), edges.numpy(), label=f"{label} ({zeros:.1%} unchanged)")
     ax.axvline(0.5, color="k", linestyle="--", linewidth=1, label="half a step")

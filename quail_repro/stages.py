@@ -7,6 +7,7 @@ recomputes a corpus, a model, an unlearned model or an evaluation it already has
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -88,10 +89,19 @@ def _read(entry: Path, name: str):
 # -- data and models ----------------------------------------------------------------------
 
 
+#: corpora already read in this process, by (source class, path, content key): the jobs of a sweep
+#: that share a worker process read their corpus once (reading it is ~1 s, most of a cached job)
+_CORPORA: dict[tuple[str, str, str], object] = {}
+
+
 def prepare_data(cfg: DictConfig, cache: Cache) -> Data:
     source = make(cfg.dataset)
     path, key = source.prepare(cache)
-    return Data(getattr(source, "load", load_muse)(path), key, source.privleak_auc_retrain)
+    memo = (type(source).__qualname__, str(path), key)
+    if memo not in _CORPORA:
+        _CORPORA[memo] = getattr(source, "load", load_muse)(path)
+    # a copy: no job can change what the next one reads
+    return Data(copy.deepcopy(_CORPORA[memo]), key, source.privleak_auc_retrain)
 
 
 def prepare_models(cfg: DictConfig, data: Data, cache: Cache) -> Models:
