@@ -173,6 +173,20 @@ def skipped_linears(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n and _is_linear(m) and _is_skipped(n, patterns)]
 
 
+class WeightQuantizer(Quantizer):
+    """A quantizer that fake-quantizes the Linear weights of a full-precision model in place
+    (RTN, the llama.cpp formats): subclasses implement ``quantize_model``."""
+
+    def quantize_model(self, model: nn.Module) -> list[str]:
+        """Replace each quantized Linear's weight by its dequantized value; the names done."""
+        raise NotImplementedError
+
+    def load(self, path: str, *, dtype: torch.dtype, device: str) -> nn.Module:
+        model = load_full_precision(path, dtype=dtype, device=device)
+        self.quantize_model(model)
+        return model
+
+
 class FullPrecision(Quantizer):
     """No quantization: ``AutoModelForCausalLM.from_pretrained(path, dtype=dtype)``.
 

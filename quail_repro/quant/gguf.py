@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from quail_repro.errors import ConfigError, QuantizerUnavailable
 
-from .base import Quantizer, check_name, load_full_precision, quantizable_linears
+from .base import WeightQuantizer, check_name, quantizable_linears
 
 #: the formats whose blocks start with an fp16 scale d (and, for _1, an fp16 minimum m)
 FORMATS = {"Q8_0": False, "Q5_0": False, "Q4_0": False, "Q5_1": True, "Q4_1": True}  # has a minimum
@@ -39,7 +39,7 @@ def _gguf():
     return gguf
 
 
-class GGUF(Quantizer):
+class GGUF(WeightQuantizer):
     """Fake quantization with one of llama.cpp's block formats (see the module doc).
 
     Config::
@@ -102,11 +102,6 @@ class GGUF(Quantizer):
         if not done:
             raise ConfigError(f"{self.name}: the model has no Linear layer to quantize")
         return done
-
-    def load(self, path: str, *, dtype: torch.dtype, device: str) -> nn.Module:
-        model = load_full_precision(path, dtype=dtype, device=device)
-        self.quantize_model(model)
-        return model
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "method": "gguf", "qtype": self.qtype, "block_size": self.block_size,

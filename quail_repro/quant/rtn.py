@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from quail_repro.errors import ConfigError
 
-from .base import Quantizer, check_bool, check_int, check_name, load_full_precision, quantizable_linears
+from .base import WeightQuantizer, check_bool, check_int, check_name, quantizable_linears
 
 MIN_BITS, MAX_BITS = 2, 8
 CODE_DTYPE = torch.int16
@@ -152,7 +152,7 @@ def quant_step(w: Tensor, bits: int, group_size: int, symmetric: bool, *, layer:
     return scale
 
 
-class RTN(Quantizer):
+class RTN(WeightQuantizer):
     """Round-to-nearest fake quantization of every quantizable Linear (see base.py).
 
     Config example::
@@ -186,11 +186,6 @@ class RTN(Quantizer):
         if not done:
             raise ConfigError("RTN: the model has no Linear layer to quantize")
         return done
-
-    def load(self, path: str, *, dtype: torch.dtype, device: str) -> nn.Module:
-        model = load_full_precision(path, dtype=dtype, device=device)
-        self.quantize_model(model)
-        return model
 
     def describe(self) -> dict[str, Any]:
         return {
