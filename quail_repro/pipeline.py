@@ -7,6 +7,7 @@ their values into a :class:`~quail_repro.results.Results`.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import transformers
@@ -14,7 +15,6 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from quail_repro import stages
-from quail_repro.analysis import plot_dw_histogram, plot_overlap_per_layer
 from quail_repro.build import make
 from quail_repro.cache import Cache
 from quail_repro.errors import QuailError
@@ -137,8 +137,8 @@ def recovery(evals: dict, target_evals: dict, precisions: list[str],
 
 
 def analyse_all(cfg, subject, data, models, cache, run_dir: Path) -> tuple[dict, dict[str, Path]]:
-    """Per-precision bucket analysis, and the two figures in the run folder."""
-    out, ratios, per_layer = {}, {}, {}
+    """Per-precision bucket analysis, and the two figures copied into the run folder."""
+    out, analyses = {}, {}
     for qname, qcfg in cfg.quant.items():
         try:
             res = stages.analyse(cfg, subject, qcfg, data, models, cache)
@@ -147,10 +147,11 @@ def analyse_all(cfg, subject, data, models, cache, run_dir: Path) -> tuple[dict,
             continue
         if res is None:
             continue
-        out[qname] = res.stats
-        ratios[qname], per_layer[qname] = res.dw_over_step, res.stats["per_layer"]
-    if not ratios:
+        out[qname], analyses[qname] = res.stats, res
+    if not analyses:
         return out, {}
-    return out, {"analysis/dw_over_step_hist": plot_dw_histogram(ratios, run_dir / "dw_over_step_hist.png"),
-                 "analysis/bucket_overlap_per_layer":
-                     plot_overlap_per_layer(per_layer, run_dir / "bucket_overlap_per_layer.png")}
+    figures = {}
+    for name, cached in stages.analysis_figures(analyses, cache).items():
+        figures[name] = run_dir / cached.name
+        shutil.copyfile(cached, figures[name])
+    return out, figures

@@ -98,15 +98,24 @@ def test_the_printed_table_shows_every_precision_and_the_recovery(toy_run):
 def test_every_stage_is_cached(toy_run):
     cache, _, _ = toy_run
     stages = {name.split("-")[0] for name in cache_entries(cache)}
-    assert stages == {"corpus", "tokenizer", "target", "retrain", "privleak_ref", "unlearn", "eval", "analysis"}
+    assert stages == {"corpus", "tokenizer", "target", "retrain", "privleak_ref", "unlearn", "eval", "analysis",
+                      "figures"}
 
 
-def test_second_run_reuses_everything(toy_run, tmp_path):
+def test_second_run_reuses_everything(toy_run, tmp_path, monkeypatch):
     cache, run_dir, first = toy_run
     before = cache_entries(cache)
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("a cached run drew a figure again")
+
+    monkeypatch.setattr("quail_repro.stages.plot_dw_histogram", no_drawing)
+    monkeypatch.setattr("quail_repro.stages.plot_overlap_per_layer", no_drawing)
     again = run_dict(toy_cfg(cache, "method=ga_gdr", "quant=[none,rtn_int4,bnb_nf4]"), tmp_path)
     assert cache_entries(cache) == before
     assert again["metrics"] == first["metrics"]
+    for fig in ("dw_over_step_hist.png", "bucket_overlap_per_layer.png"):  # copied from the cache
+        assert (tmp_path / fig).read_bytes() == (run_dir / fig).read_bytes()
 
 
 def test_a_new_precision_reuses_the_unlearned_model(toy_run, tmp_path):
@@ -114,7 +123,7 @@ def test_a_new_precision_reuses_the_unlearned_model(toy_run, tmp_path):
     before = cache_entries(cache)
     run_dict(toy_cfg(cache, "method=ga_gdr", "quant=[rtn_int8]"), tmp_path)
     added = sorted(set(cache_entries(cache)) - set(before))
-    assert [a.split("-")[0] for a in added] == ["analysis", "eval"]
+    assert [a.split("-")[0] for a in added] == ["analysis", "eval", "figures"]  # figures of the new analysis
 
 
 def test_target_and_retrain_rows_evaluate_without_unlearning(toy_run, tmp_path):

@@ -3,6 +3,7 @@ job's config and results, and the table's rows (a row holds the jobs that differ
 seed: one job, or several when ``seed`` is swept)."""
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import Counter
 from collections.abc import Callable
@@ -193,6 +194,19 @@ def _read(job: Job) -> None:
         job.read_error = f"could not read {path}: {err}"
 
 
+@functools.lru_cache(maxsize=8192)
+def _load_yaml_version(path: str, mtime_ns: int, size: int) -> DictConfig:
+    return OmegaConf.load(path)
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    """OmegaConf.load, memoised by path, mtime and size (the callers only read the result). The
+    table is rebuilt after every job of a sweep; parsing every earlier job's config.yaml again
+    each time made that quadratic, most of a cached 42-job sweep's wall-clock."""
+    st = path.stat()
+    return _load_yaml_version(str(path), st.st_mtime_ns, st.st_size)
+
+
 def collect(sweep_dir: str | Path) -> Sweep:
     """The sweep's config (multirun.yaml), its jobs in grid order, and notes on what did not fit."""
     sweep_dir = Path(sweep_dir)
@@ -203,7 +217,7 @@ def collect(sweep_dir: str | Path) -> Sweep:
     grid, swept = expand_grid(sweep_cfg.hydra)
     found = {}
     for d in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").exists()):
-        found[frozenset(OmegaConf.to_container(OmegaConf.load(d / ".hydra" / "overrides.yaml")))] = d
+        found[frozenset(OmegaConf.to_container(_load_yaml(d / ".hydra" / "overrides.yaml")))] = d
     seed_key = next((k for k in swept if k.lstrip("+~") == "seed"), None)
     jobs, rows = [], {}
     for num, overrides in enumerate(grid):
@@ -212,7 +226,7 @@ def collect(sweep_dir: str | Path) -> Sweep:
         job = Job(num=num, overrides=overrides, keys=keys, seed=values.get(seed_key))
         job.dir = found.pop(frozenset(overrides), None)
         if job.dir is not None:
-            job.config = OmegaConf.load(job.dir / ".hydra" / "config.yaml")
+            job.config = _load_yaml(job.dir / ".hydra" / "config.yaml")
             _read(job)
         jobs.append(job)
         rows.setdefault(tuple(keys.items()), Row(keys, [])).jobs.append(job)
