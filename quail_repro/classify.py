@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from quail_repro import losses
 from quail_repro.errors import ConfigError
 from quail_repro.methods.base import Outputs
-from quail_repro.train import Task, _check_finite, _check_positive, _one_epoch
+from quail_repro.train import Task, _check_positive, _one_epoch, descend
 
 
 @dataclass
@@ -69,6 +69,7 @@ class ClassifierTrainConfig:
     warmup_steps: int
     weight_decay: float
     seed: int
+    grad_clip: float | None
     max_abs_loss: float | None
     # the input embeddings (half of MiniLM's weights; no quantizer touches them) stay as pretrained:
     # AdamW over them was ~30% of a step on the CPU
@@ -78,6 +79,7 @@ class ClassifierTrainConfig:
         for name in ("epochs", "batch_size", "max_length"):
             _check_positive(f"model.train.{name}", getattr(self, name), integer=True)
         _check_positive("model.train.lr", self.lr, integer=False)
+        _check_positive("model.train.grad_clip", self.grad_clip, integer=False, allow_none=True)
 
 
 def train_classifier(model, examples: Examples, cfg: ClassifierTrainConfig, desc: str = "train") -> list[float]:
@@ -95,11 +97,7 @@ def train_classifier(model, examples: Examples, cfg: ClassifierTrainConfig, desc
     for step, ex in enumerate(tqdm(batches, total=total, desc=desc)):
         out = classifier_outputs(model, classifier_batch(ex, model.device))
         loss = losses.mean_nll(out.logits, out.targets)
-        _check_finite(step, loss, cfg.max_abs_loss)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        descend(model, opt, loss, step, cfg.grad_clip, cfg.max_abs_loss)
         sched.step()
         history.append(loss.item())
     model.eval()

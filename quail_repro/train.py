@@ -123,6 +123,17 @@ def _check_finite(step: int, loss: torch.Tensor, max_abs_loss: float | None):
         raise Diverged(step, value, f"|loss| exceeded max_abs_loss={max_abs_loss}")
 
 
+def descend(model, opt, loss: torch.Tensor, step: int, grad_clip: float | None, max_abs_loss: float | None) -> None:
+    """One optimizer step on ``loss`` (every training loop's): stop on a non-finite or exploding
+    loss, backward, clip the gradient norm at ``grad_clip`` (None: no clipping), step."""
+    _check_finite(step, loss, max_abs_loss)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+
+
 def round_params_to_bf16(model) -> None:
     """Emulate bf16 weight storage on CPU (bf16 arithmetic is ~20x slower there)."""
     with torch.no_grad():
@@ -153,6 +164,7 @@ class LMTrainConfig:
     weight_decay: float
     min_lr_ratio: float
     seed: int
+    grad_clip: float | None
     max_abs_loss: float | None
     param_dtype: str  # native (model.dtype) | float32 | bfloat16_emulated (fp32, rounded to bf16 after each step)
 
@@ -162,6 +174,7 @@ class LMTrainConfig:
         for name in ("epochs", "batch_size", "seq_len"):
             _check_positive(f"model.train.{name}", getattr(self, name), integer=True)
         _check_positive("model.train.lr", self.lr, integer=False)
+        _check_positive("model.train.grad_clip", self.grad_clip, integer=False, allow_none=True)
 
 
 @dataclass(frozen=True)
@@ -226,11 +239,7 @@ def train_lm(model, docs: list[list[int]], cfg: LMTrainConfig, desc: str = "trai
     for step, blk in enumerate(bar):
         out = causal_outputs(model, _batch(blk, model.device))
         loss = losses.mean_nll(out.logits, out.targets)
-        _check_finite(step, loss, cfg.max_abs_loss)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        descend(model, opt, loss, step, cfg.grad_clip, cfg.max_abs_loss)
         if emulate_bf16:
             round_params_to_bf16(model)
         sched.step()
@@ -276,12 +285,7 @@ def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Ten
             rb = task.batch(next(retain_iter), model.device)
             retain = (task.outputs(model, rb), _reference_outputs(reference, rb, method.reference_on_retain, task))
         loss, parts = method.loss(forget, retain)
-        _check_finite(step, loss, cfg.max_abs_loss)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        descend(model, opt, loss, step, cfg.grad_clip, cfg.max_abs_loss)
         if cfg.param_dtype == "bfloat16_emulated":
             round_params_to_bf16(model)
         history.append({"step": step, **parts})

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from quail_repro.errors import Diverged
-from quail_repro.train import _check_finite, pack, round_params_to_bf16
+from quail_repro.train import _check_finite, descend, pack, round_params_to_bf16
 
 
 def test_pack_joins_documents_and_pads_the_tail():
@@ -70,3 +70,14 @@ def test_an_unknown_data_layout_is_a_config_error():
 
     with pytest.raises(ConfigError, match="data_layout"):
         unlearning_blocks(_CharTokenizer(), ["abc"], max_length=4, layout="packed")
+
+
+@pytest.mark.parametrize("grad_clip,expected_norm", [(None, 5.0), (1.0, 1.0), (10.0, 5.0)])
+def test_descend_clips_the_gradient_norm_at_grad_clip(grad_clip, expected_norm):
+    # loss = 3 w0 + 4 w1: gradient (3, 4), norm 5; one SGD step of lr 1 moves w by the (clipped) gradient
+    w = torch.nn.Parameter(torch.zeros(2))
+    model = torch.nn.Module()
+    model.w = w
+    descend(model, torch.optim.SGD([w], lr=1.0), w @ torch.tensor([3.0, 4.0]), 0, grad_clip, None)
+    assert float(w.detach().norm()) == pytest.approx(expected_norm, rel=1e-5)
+    assert torch.allclose(-w.detach() / expected_norm, torch.tensor([0.6, 0.8]))  # direction kept
