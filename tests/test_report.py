@@ -426,3 +426,15 @@ def test_the_scale_layout_has_a_row_per_width_storage_and_lr_and_a_figure(tmp_pa
     assert storage(configs[0]) == "fp32 target, bf16 (emulated) unlearning"
     configs[0].model.dtype, configs[0].method.param_dtype = "bfloat16", "native"  # the GPU path
     assert storage(configs[0]) == "bf16"
+
+
+def test_a_rewritten_job_config_is_read_again_by_the_next_table_rebuild(tmp_path):
+    # the per-job parse is memoised (the table is rebuilt after every job); a changed file is not stale
+    from quail_repro.report.sweep import _load_yaml
+
+    path = tmp_path / "config.yaml"
+    OmegaConf.save(OmegaConf.create({"seed": 0}), path)
+    assert _load_yaml(path).seed == 0
+    OmegaConf.save(OmegaConf.create({"seed": 12}), path)
+    os.utime(path, ns=(1, 1))  # a different mtime even on a coarse-grained clock
+    assert _load_yaml(path).seed == 12
