@@ -247,6 +247,7 @@ def test_toy_table4_writes_its_table_and_classification_results(toy_table4):
     for precision in ("full", "8-bit", "4-bit"):
         assert any(h.startswith(precision) and "acc-f" in h for h in header)
     assert "acc-p" not in md  # no poisoning here
+    assert "Recovery ratio of acc-forget" in md and "| ga " in md[md.index("Recovery ratio of acc-forget"):]
     ga = results_of(toy_table4, "2_ga")
     assert ga["status"] == "ok" and ga["schema_version"] == 3
     assert set(ga["metrics"]["none"]) == {"acc_forget", "acc_retain", "acc_test", "f1_forget", "f1_retain", "f1_test",

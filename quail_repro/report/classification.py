@@ -6,9 +6,9 @@ from __future__ import annotations
 from functools import partial
 
 from quail_repro.report.muse import muse_value, precision_notes
-from quail_repro.report.recovery import HINGE_INACTIVE, Column, cell
+from quail_repro.report.recovery import Column, ratio_table
 from quail_repro.report.sweep import Sweep, precision_labels, quant_descriptions
-from quail_repro.report.table import Table, job_notes, key_name, label_cells, label_columns
+from quail_repro.report.table import Table, job_notes, label_cells, label_columns
 from quail_repro.results import CLASSIFICATION_METRICS
 
 RATIO = Column("acc-f recovery", "recovery", "acc_forget", "ratio")
@@ -40,28 +40,7 @@ def classification_table(name: str, report: dict, sweep: Sweep) -> Table:
     descriptions = quant_descriptions(sweep.jobs, sweep.config, labels)
     if descriptions:
         t.notes.insert(1, "Columns: " + "; ".join(f"{labels[q]} = {d}" for q, d in descriptions.items()) + ".")
-    ratios = ratio_table(name, sweep, labels)
+    ratios = ratio_table(name, sweep, labels, (RATIO,), of=" of acc-forget")
     if ratios is not None:
         t.extra.append(ratios)
-    return t
-
-
-def ratio_table(name: str, sweep: Sweep, labels: dict[str, str]) -> Table | None:
-    """acc-forget recovery of the unlearned rows at each quantized precision."""
-    quantized = [q for q in labels if q != "none"]
-    unlearned = [row for row in sweep.rows
-                 if any((j.shows_numbers or j.hinge_inactive) and j.results.recovery for j in row.jobs)]
-    if not quantized or not unlearned:
-        return None
-    keys = sweep.keys
-    t = Table(f"{name}_recovery", "Recovery ratio of acc-forget: (unlearned at q − unlearned at full) / "
-              "(target at q − unlearned at full); 1 = all of it came back, 0 = none",
-              [("", key_name(k)) for k in keys] + [(labels[q], RATIO.header) for q in quantized],
-              ["text"] * len(keys) + ["ratio"] * len(quantized))
-    for row in unlearned:
-        if not row.seeded and row.jobs[0].hinge_inactive:
-            cells = [HINGE_INACTIVE] * len(quantized)
-        else:
-            cells = ["undefined" if v is None else v for v in (cell(row, RATIO, q) for q in quantized)]
-        t.rows.append([row.keys.get(k) for k in keys] + cells)
     return t

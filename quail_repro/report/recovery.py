@@ -99,24 +99,26 @@ def per_precision_table(name: str, report: dict, sweep: Sweep, precision_columns
     return t
 
 
-def ratio_table(name: str, sweep: Sweep, labels: dict[str, str]) -> Table | None:
+def ratio_table(name: str, sweep: Sweep, labels: dict[str, str], columns: tuple[Column, ...] = RATIO_COLUMNS,
+                of: str = "") -> Table | None:
     """Recovery ratios of the unlearned rows (pipeline.recovery): how much of what unlearning
-    removed came back at each quantized precision; "undefined" where it has no value."""
+    removed (``of`` names the metric when there is one) came back at each quantized precision;
+    "undefined" where it has no value."""
     quantized = [q for q in labels if q != "none"]
     unlearned = [row for row in sweep.rows
                  if any((j.shows_numbers or j.hinge_inactive) and j.results.recovery for j in row.jobs)]
     if not quantized or not unlearned:
         return None
     keys = sweep.keys
-    columns = [("", key_name(k)) for k in keys] + [(labels[q], c.header) for q in quantized for c in RATIO_COLUMNS]
-    t = Table(f"{name}_recovery", "Recovery ratio: (unlearned at q − unlearned at full) / "
+    headers = [("", key_name(k)) for k in keys] + [(labels[q], c.header) for q in quantized for c in columns]
+    t = Table(f"{name}_recovery", f"Recovery ratio{of}: (unlearned at q − unlearned at full) / "
               "(target at q − unlearned at full); 1 = all of it came back, 0 = none",
-              columns, ["text"] * len(keys) + [c.format for _ in quantized for c in RATIO_COLUMNS])
+              headers, ["text"] * len(keys) + [c.format for _ in quantized for c in columns])
     for row in unlearned:
         if not row.seeded and row.jobs[0].hinge_inactive:
-            cells = [HINGE_INACTIVE] * (len(columns) - len(keys))
+            cells = [HINGE_INACTIVE] * (len(headers) - len(keys))
         else:
-            cells = [cell(row, c, q) for q in quantized for c in RATIO_COLUMNS]
+            cells = [cell(row, c, q) for q in quantized for c in columns]
             cells = ["undefined" if v is None else v for v in cells]
         t.rows.append([row.keys.get(k) for k in keys] + cells)
     return t
