@@ -303,6 +303,14 @@ def dw_over_step(target_state: dict[str, Tensor], unlearned_state: dict[str, Ten
 # -- plots -------------------------------------------------------------------------------
 
 
+def _save(plt, fig, path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_dw_histogram(ratios: dict[str, Tensor], path) -> Path:
     """One histogram of |dw|/Delta per label on a log-x axis, a line at 0.5 (half a step).
 
@@ -326,11 +334,7 @@ def plot_dw_histogram(ratios: dict[str, Tensor], path) -> Path:
     ax.axvline(0.5, color="k", linestyle="--", linewidth=1, label="half a step")
     ax.set(xscale="log", xlabel="|dw| / quantization step", ylabel="fraction of weights")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_overlap_per_layer(per_layer: dict[str, dict[str, dict]], path) -> Path:
@@ -344,11 +348,7 @@ def plot_overlap_per_layer(per_layer: dict[str, dict[str, dict]], path) -> Path:
     ax.set_xticks(range(len(layers)), short, rotation=90, fontsize=6)
     ax.set(ylabel="bucket overlap (same code)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 # -- logits ------------------------------------------------------------------------------
