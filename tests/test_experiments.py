@@ -85,7 +85,9 @@ def test_table5_changes_one_setting_per_row():
 
 def test_scale_search_scales_width_and_stores_weights_in_bf16():
     jobs, swept = grid("scale_search")
-    assert swept == ["+experiment/scale_width", "+experiment/scale_storage", "method.lr", "seed"] and len(jobs) == 36
+    assert swept == ["+experiment/scale_width", "method.lr", "seed", "+experiment/scale_storage"] and len(jobs) == 36
+    assert [next(o for o in j if "scale_storage" in o) for j in jobs[:2]] == ["+experiment/scale_storage=fp32",
+                                                                           "+experiment/scale_storage=bf16"]
     seen = set()
     for overrides in jobs:
         cfg = _compose(overrides, hydra=False)
