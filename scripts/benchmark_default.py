@@ -11,13 +11,14 @@ arguments are passed to every run as Hydra overrides.
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from sweep_benchmark import cpu_name
 
 
 def timed_run(cache: Path, run_dir: Path, overrides: list[str]) -> float:
@@ -37,7 +38,7 @@ def main() -> None:
         shutil.rmtree(cache / stage, ignore_errors=True)
     cached_target = timed_run(cache, root / "run2", overrides)
     cached_all = timed_run(cache, root / "run3", overrides)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores")
     print(f"overrides: {' '.join(overrides) or '(defaults)'}")
     print(f"first run (trains target and retrain): {first:7.1f} s   (target: <= 480 s)")
     print(f"cached target (unlearn + evaluate):    {cached_target:7.1f} s   (target: <= 180 s)")
