@@ -4,8 +4,8 @@
 # bf16 end to end (scale_storage/bf16_native: target and retrain trained and stored in bf16,
 # unlearning in place in bf16, evaluation in bf16, as the reference [1]), evaluated with the
 # bitsandbytes CUDA kernels (bnb_nf4) and rtn_int4. The corpus, 200 unlearning steps, lrs
-# (1e-5, 3e-5, 1e-4) and seeds (0, 1) are the CPU part's, so these rows continue its width axis.
-# 24 jobs; expected 6-8 minutes on one H100 (an estimate from model size: no GPU was lent when this
+# (1e-5, 1e-4) and seeds (0, 1) are the CPU part's, so these rows continue its width axis.
+# 16 jobs; expected 4-6 minutes on one H100 (an estimate from model size: no GPU was lent when this
 # was written); `timeout 570` keeps it under 10 minutes, and the table, rebuilt at the end from the
 # run folders, lists what finished and what did not.
 #   bash scripts/gpu_scale_search.sh [OUT_DIR]   # default: $OUT (the device tool's), else outputs/tables

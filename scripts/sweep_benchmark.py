@@ -53,5 +53,6 @@ def benchmark(experiment: str, limits: dict[str, float], overrides: list[str]) -
     print(f"overrides: {' '.join(overrides) or '(none)'}")
     for label, seconds in times.items():
         verdict = "ok" if seconds <= limits[label] else "OVER"
-        print(f"{label + ':':<20} {seconds:7.1f} s  ({seconds / 60:4.1f} min; limit {limits[label] / 60:.0f} min: {verdict})")
+        print(f"{label + ':':<20} {seconds:7.1f} s  ({seconds / 60:4.1f} min; limit {limits[label] / 60:.0f} min: {verdict}; "
+              f"headroom {limits[label] / seconds:.2f}x, want 1.6x)")
     print(f"table: {root / 'empty_cache' / (experiment + '.md')}; logs: {root}/*.log")
