@@ -62,9 +62,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Results:
             generations = {q: e.generations for q, e in evals.items()}
             write_generations(run_dir, generations)
             if history:  # an unlearned model: what did quantization give back, and why?
-                # the target at each quantized precision, where the unlearned model has both ends
-                quantized = [q for q in evals if q != "none"] if "none" in evals else []
-                target_evals = evaluate_all(cfg, models.target, quantized, data, models, auc, cache, bad_quant, None)
+                # the target at each precision, where the unlearned model has both ends (full precision: did
+                # unlearning remove anything?)
+                precisions = list(evals) if "none" in evals else []
+                target_evals = evaluate_all(cfg, models.target, precisions, data, models, auc, cache, bad_quant, None)
                 keys = CLASSIFICATION_RECOVERY_METRICS if data.classification else RECOVERY_METRICS
                 results.recovery, results.recovery_items = recovery(evals, target_evals, list(cfg.quant), keys)
                 if cfg.analysis.enabled:
@@ -116,20 +117,22 @@ def write_generations(run_dir: Path, generations: dict[str, dict]) -> None:
 def recovery(evals: dict, target_evals: dict, precisions: list[str],
              keys: tuple[str, ...] = RECOVERY_METRICS) -> tuple[dict, dict]:
     """Recovery ratio per quantized precision and metric (eval.metrics.recovery_ratio), None
-    where undefined (no full-precision result, a failed precision, a zero denominator), and
-    the per-question scores it comes from (for bootstrap intervals)."""
+    where undefined (no full-precision result of either model, a failed precision, nothing
+    removed, a zero denominator), and the per-question scores it comes from (for bootstrap
+    intervals)."""
     ratios, items = {}, {}
-    full = evals.get("none")
+    full, target_full = evals.get("none"), target_evals.get("none")
     for q in precisions:
         if q == "none":
             continue
         mine, target = evals.get(q), target_evals.get(q)
         ratios[q] = dict.fromkeys(keys)
-        if full is None or mine is None or target is None:
+        if full is None or target_full is None or mine is None or target is None:
             continue
         items[q] = {}
         for k in keys:
-            ratios[q][k] = recovery_ratio(full.metrics[k], mine.metrics[k], target.metrics[k])
+            ratios[q][k] = recovery_ratio(full.metrics[k], mine.metrics[k], target.metrics[k],
+                                          target_full=target_full.metrics[k])
             source, score = RECOVERY_ITEMS[k]
             items[q][k] = {name: [row[score] for row in e.generations[source]]
                            for name, e in (("full", full), ("quant", mine), ("target_quant", target))}

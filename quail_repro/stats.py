@@ -2,6 +2,7 @@
 recovery ratio (eval.metrics.recovery_ratio) from per-question scores."""
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -27,14 +28,23 @@ def pooled_recovery(seeds: Sequence[Items]) -> float | None:
     return _ratio(*(np.mean(np.concatenate([s[k] for s in seeds])) for k in ("full", "quant", "target_quant")))
 
 
+#: the interval of a ratio whose denominator the resamples do not tell apart from 0
+UNBOUNDED = (-math.inf, math.inf)
+
+
 def recovery_interval(seeds: Sequence[Items], *, level: float = 0.95, resamples: int = 2000,
                       rng_seed: int = 0) -> tuple[float, float] | None:
     """A percentile bootstrap interval of the pooled recovery ratio, over seeds and questions.
 
     Each resample draws seeds with replacement, then within each drawn seed its questions with
     replacement (the same question in its three lists, so a question's scores stay together),
-    and takes the pooled ratio. Resamples whose denominator is 0 have no ratio and are left
-    out; None when none has one. One seed gives an interval over questions only.
+    and takes the pooled ratio. None when no resample has a ratio. UNBOUNDED when the
+    denominator (target at q − unlearned at full) is not told apart from 0: more than
+    (1 − level) / 2 of the resamples put it at 0 or on the other side of 0 from the pooled one.
+    A ratio's confidence set is then unbounded (as Fieller's is), and leaving those resamples
+    out would not do: where one question carries the whole gap, every resample that draws it
+    gives the same ratio and the interval would shrink to a point. One seed gives an interval
+    over questions only.
     """
     scores = [np.asarray([s["full"], s["quant"], s["target_quant"]], dtype=float) for s in seeds]  # (3, questions)
     rng = np.random.default_rng(rng_seed)
@@ -47,10 +57,14 @@ def recovery_interval(seeds: Sequence[Items], *, level: float = 0.95, resamples:
             sums[who] += s[:, questions].sum(axis=2).T
             counts[who] += s.shape[1]
     full, quant, target_quant = (sums / counts[:, None]).T
-    defined = target_quant != full
-    ratios = (quant[defined] - full[defined]) / (target_quant[defined] - full[defined])
-    if not len(ratios):
+    gaps = target_quant - full
+    defined = gaps != 0
+    if not defined.any():
         return None
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(ratios, [tail, 100 - tail])
+    pooled = np.mean(np.concatenate([s[2] for s in scores])) - np.mean(np.concatenate([s[0] for s in scores]))
+    tail = (1 - level) / 2
+    if pooled == 0 or np.mean(gaps * np.sign(pooled) <= 0) > tail:
+        return UNBOUNDED
+    ratios = (quant[defined] - full[defined]) / gaps[defined]
+    low, high = np.percentile(ratios, [100 * tail, 100 * (1 - tail)])
     return float(low), float(high)

@@ -10,6 +10,7 @@ from quail_repro.eval.metrics import (
     min_k_percent_score,
     privleak,
     privleak_auc,
+    recovery_ratio,
     rouge_l_f1,
     truncate_knowmem_answer,
 )
@@ -141,3 +142,15 @@ def test_privleak_by_hand():
         privleak(0.5, 0.0)
     with pytest.raises(ValueError):
         privleak(math.nan, 0.5)
+
+
+def test_recovery_ratio_by_hand():
+    # unlearning took KnowMem-f from 90 (target) to 20; at 4-bit the target keeps 80 and the unlearned
+    # model climbs back to 50: (50 - 20) / (80 - 20) = 0.5 of what the quantized target still knows
+    assert recovery_ratio(20.0, 50.0, 80.0, target_full=90.0) == pytest.approx(0.5)
+    assert recovery_ratio(20.0, 10.0, 80.0, target_full=90.0) == pytest.approx(-1 / 6)  # 4-bit forgot more
+    # unlearning removed nothing (95.3 both): the quantized copy moving with the quantized target
+    # (95.3 -> 96.9 for both) is quantization's own effect, not recovery
+    assert recovery_ratio(95.3, 96.9, 96.9, target_full=95.3) is None
+    assert recovery_ratio(20.0, 50.0, 20.0, target_full=90.0) is None  # zero denominator
+    assert recovery_ratio(None, 50.0, 80.0, target_full=90.0) is None  # a metric the corpus could not give

@@ -2,7 +2,7 @@
 import pytest
 
 from quail_repro.report.cells import Spread
-from quail_repro.stats import mean_sd, pooled_recovery, recovery_interval
+from quail_repro.stats import UNBOUNDED, mean_sd, pooled_recovery, recovery_interval
 
 
 def test_mean_and_sample_sd():
@@ -41,8 +41,23 @@ def test_no_interval_where_the_ratio_is_never_defined():
     assert pooled_recovery([same]) is None and recovery_interval([same]) is None
 
 
+def test_a_gap_that_one_question_carries_gives_an_unbounded_interval():
+    # only question b separates the quantized target from the unlearned model (the point ratio is 1);
+    # a resample draws aa with chance 1/4, and its gap is 0: 25% of resamples > the 2.5% a bounded 95%
+    # interval allows (dropping them would leave ba, ab, bb, all exactly 1: an interval of one point)
+    seed = {"full": [0.0, 0.0], "quant": [0.0, 1.0], "target_quant": [0.0, 1.0]}
+    assert pooled_recovery([seed]) == 1.0
+    assert recovery_interval([seed]) == UNBOUNDED
+    # at level 0.4 a bounded interval may leave (1 - 0.4) / 2 = 30% on the wrong side: 25% is within
+    assert recovery_interval([seed], level=0.4) == (1.0, 1.0)
+    # the same gap on 12 of 12 questions never vanishes in a resample: bounded, at the point
+    many = {"full": [0.0] * 12, "quant": [1.0] * 12, "target_quant": [1.0] * 12}
+    assert recovery_interval([many]) == (1.0, 1.0)
+
+
 def test_a_cell_over_seeds_reads_mean_sd_n_and_what_is_missing():
     assert Spread((40.0, 44.0), (("failed", 1),)).text("num") == "42.0 ± 2.8 (n=2, 1 failed)"
     assert Spread((41.2,), (("missing", 2),)).text("num") == "41.2 (n=1, 2 missing)"
     assert Spread((), (("failed", 3),)).text("num") == "— (3 failed)"
     assert Spread((0.5, 1.0), interval=(0.0, 1.0)).text("ratio") == "0.75 ± 0.35 (n=2; 95% CI 0.00 to 1.00)"
+    assert Spread((1.0, 1.0), interval=UNBOUNDED).text("ratio") == "1.00 ± 0.00 (n=2; 95% CI unbounded)"

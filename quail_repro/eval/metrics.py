@@ -114,14 +114,21 @@ def privleak(auc: float, auc_retrain: float) -> float:
     return (auc - auc_retrain) / auc_retrain * 100.0
 
 
-def recovery_ratio(unlearned_full: float, unlearned_quant: float, target_quant: float) -> float | None:
+def recovery_ratio(unlearned_full: float, unlearned_quant: float, target_quant: float, *,
+                   target_full: float) -> float | None:
     """How much of what unlearning removed quantization gave back:
     (unlearned at q - unlearned at full) / (target at q - unlearned at full).
 
     1 = all of it (as far as the quantized target itself keeps it), 0 = nothing, negative =
-    quantization removed more. None where undefined (a zero denominator).
+    quantization removed more. None where undefined: a zero denominator, or unlearning that
+    removed nothing at full precision (target at full = unlearned at full). Without that second
+    rule a model that unlearning left as it was would score 1 wherever quantization moves the
+    target: its quantized copy moves with it, and the ratio would call the target's own
+    quantization shift "recovered".
     """
-    if None in (unlearned_full, unlearned_quant, target_quant):  # a metric the corpus could not give
+    if None in (unlearned_full, unlearned_quant, target_quant, target_full):  # a metric the corpus could not give
         return None
     gap = target_quant - unlearned_full
-    return (unlearned_quant - unlearned_full) / gap if gap != 0 else None
+    if gap == 0 or target_full == unlearned_full:
+        return None
+    return (unlearned_quant - unlearned_full) / gap

@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from quail_repro.stats import mean_sd
+from quail_repro.stats import UNBOUNDED, mean_sd
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,12 @@ class Spread:
         if not self.values:
             return "— (" + ", ".join(counts) + ")"
         value = fmt(self.mean, kind) if self.n == 1 else f"{fmt(self.mean, kind)} ± {fmt(self.sd, kind)}"
-        interval = f"; 95% CI {fmt(self.interval[0], kind)} to {fmt(self.interval[1], kind)}" if self.interval else ""
+        if not self.interval:
+            interval = ""
+        elif self.interval == UNBOUNDED:  # the denominator is not told apart from 0
+            interval = "; 95% CI unbounded"
+        else:
+            interval = f"; 95% CI {fmt(self.interval[0], kind)} to {fmt(self.interval[1], kind)}"
         return f"{value} ({', '.join([f'n={self.n}'] + counts)}{interval})"
 
 

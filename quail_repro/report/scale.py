@@ -12,6 +12,7 @@ from quail_repro.report.cells import Spread
 from quail_repro.report.recovery import Column, cell, per_precision_table
 from quail_repro.report.sweep import Row, Sweep, precision_labels
 from quail_repro.report.table import Table
+from quail_repro.stats import UNBOUNDED
 
 RECOVERY = Column("M2 recovery", "recovery", "knowmem_f", "ratio")
 #: the columns of each quantized precision
@@ -59,9 +60,10 @@ def _setting(row: Row) -> tuple[int, str, float] | None:
 
 
 def _point(value) -> tuple[float, tuple[float, float]] | None:
-    """(mean, (below, above)): the error bar is the bootstrap interval, else ± sd, else none."""
+    """(mean, (below, above)): the error bar is the bootstrap interval, else ± sd, else none;
+    None (not drawn) for a ratio whose interval is unbounded."""
     if isinstance(value, Spread):
-        if value.mean is None:
+        if value.mean is None or value.interval == UNBOUNDED:
             return None
         if value.interval is not None:
             return value.mean, (value.mean - value.interval[0], value.interval[1] - value.mean)
@@ -71,17 +73,22 @@ def _point(value) -> tuple[float, tuple[float, float]] | None:
 
 def scale_figure(sweep: Sweep, path: Path) -> Path | None:
     """KnowMem-forget recovery against width (log 2 axis), one panel per quantized precision and
-    one line per storage and lr; error bars: 95% bootstrap interval over seeds and questions."""
+    one line per storage and lr; error bars: 95% bootstrap interval over seeds and questions.
+    A ratio whose interval is unbounded is left out, and the figure says so."""
     labels = precision_labels(sweep.jobs, sweep.config)
     quantized = [q for q in labels if q != "none"]
     lines: dict[str, dict[str, list]] = {q: {} for q in quantized}
+    unbounded = 0
     for row in sweep.rows:
         setting = _setting(row)
         if setting is None or not row.shown:
             continue
         width, kind, lr = setting
         for q in quantized:
-            point = _point(cell(row, RECOVERY, q))
+            value = cell(row, RECOVERY, q)
+            if isinstance(value, Spread) and value.interval == UNBOUNDED:
+                unbounded += 1
+            point = _point(value)
             if point is not None and width is not None:
                 lines[q].setdefault(f"{kind}, lr {lr:g}", []).append((width, *point))
     if not any(lines.values()):
@@ -103,7 +110,10 @@ def scale_figure(sweep: Sweep, path: Path) -> Path | None:
         ax.set(title=labels[q], xlabel="hidden size")
     axes[0][0].set_ylabel("KnowMem-forget recovery ratio")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
+    if unbounded:
+        fig.text(0.01, 0.01, f"not drawn: {unbounded} ratio(s) whose 95% interval is unbounded (the quantized "
+                 "target's gap to the unlearned model is not told apart from 0)", fontsize=7)
+    fig.tight_layout(rect=(0, 0.04 if unbounded else 0, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
