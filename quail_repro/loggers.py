@@ -70,11 +70,11 @@ def log_run(logger, results: Results, history: list[dict], generations: dict[str
 
 
 def run_summary(results: Results) -> dict[str, Any]:
-    """A job's summary for ``finish``: its status, and its error, unlearning record and PrivLeak
-    reference AUC where it has them."""
+    """A job's summary for ``finish``: its status, and its error, unlearning record, PrivLeak
+    reference AUC and machine where it has them."""
     d = results.to_dict()
     return {"status": results.status,
-            **{k: d[k] for k in ("error", "unlearning", "privleak_auc_retrain") if d.get(k) is not None}}
+            **{k: d[k] for k in ("error", "unlearning", "privleak_auc_retrain", "machine") if d.get(k) is not None}}
 
 
 def checked_summary(summary: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -14,7 +14,7 @@ import transformers
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from quail_repro import stages
+from quail_repro import machine, stages
 from quail_repro.build import make
 from quail_repro.cache import Cache
 from quail_repro.errors import QuailError
@@ -39,7 +39,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Results:
     # our own tqdm bars show stage progress; transformers' per-load bars are noise here
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    results = Results(model=cfg.model.name, dataset=cfg.dataset.name, method=cfg.method.name, seed=cfg.seed)
+    results = Results(model=cfg.model.name, dataset=cfg.dataset.name, method=cfg.method.name, seed=cfg.seed,
+                      machine=machine.describe())
     logger = make(cfg.logger)
     logger.start(OmegaConf.to_container(cfg, resolve=True), str(run_dir))
     history, generations, figures = [], {}, {}

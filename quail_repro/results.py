@@ -8,7 +8,8 @@ only place the metric names are spelled.
 
 Version history: 1 (implicit, no field): the first layout; 2: ``schema_version``, the
 QUAIL hinge activity in ``unlearning`` and ``recovery_items``; 3: the classification task's
-metrics (``acc_forget`` ... ``mia_auc``, written only by classification runs).
+metrics (``acc_forget`` ... ``mia_auc``, written only by classification runs); 4: ``machine``
+(CPU, its kernel level, torch threads and version, GPU: quail_repro.machine).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,8 @@ class Results:
     notes: dict[str, str] = field(default_factory=dict)
     # precision -> lm-eval task -> {metric: value} (eval.utility; absent when it is off)
     utility: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
+    # where the numbers were made (machine.describe()): another CPU or thread count gives other numbers
+    machine: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -161,7 +164,8 @@ class Results:
 
     def to_dict(self) -> dict[str, Any]:
         # sections a run does not have (no error, no unlearning, a target row's analysis) are left out
-        optional = ("error", "unlearning", "recovery", "recovery_items", "analysis", "notes", "utility")
+        optional = ("error", "unlearning", "recovery", "recovery_items", "analysis", "notes", "utility",
+                    "machine")
         out = {k: v for k, v in asdict(self).items() if not (k in optional and not v)}
         out["metrics"] = {q: m.to_dict() for q, m in self.metrics.items()}
         if self.unlearning is not None:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sweep_benchmark import cpu_name
+from quail_repro.machine import cpu_name
 
 
 def timed_run(cache: Path, run_dir: Path, overrides: list[str]) -> float:

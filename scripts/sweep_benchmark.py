@@ -12,15 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from quail_repro.machine import cpu_name
 
 
 def timed_sweep(experiment: str, root: Path, label: str, overrides: list[str]) -> float:

@@ -96,6 +96,18 @@ def test_the_printed_table_shows_every_precision_and_the_recovery(toy_run):
     assert text.splitlines()[-1].startswith("KnowMem-f recovery ratio: rtn_int4 ")
 
 
+def test_results_record_the_machine_that_made_them(toy_run):
+    import torch
+
+    _, _, results = toy_run
+    m = results["machine"]
+    assert results["schema_version"] == 4
+    assert m["torch_threads"] == torch.get_num_threads() and m["torch"] == torch.__version__
+    assert m["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and m["cpu"]
+    assert m["gpu"] is None or torch.cuda.is_available()
+    assert Results.from_dict(results).machine == m
+
+
 def test_every_stage_is_cached(toy_run):
     cache, _, _ = toy_run
     stages = {name.split("-")[0] for name in cache_entries(cache)}

@@ -162,6 +162,8 @@ def test_finish_takes_a_summary_dict_under_every_logger():
     assert run_summary(failed) == {"status": "failed", "error": "DataError: x",
                                    "unlearning": {"status": "diverged", "step": 3}}
     assert run_summary(Results("tiny_llama", "mini_news", "ga", 0, status="ok")) == {"status": "ok"}
+    where = {"cpu": "x", "cpu_capability": "AVX2", "torch_threads": 2, "torch": "2.13.0", "gpu": None}
+    assert run_summary(Results("tiny_llama", "mini_news", "ga", 0, status="ok", machine=where))["machine"] == where
 
 
 def test_dashboard_builds_the_report_offline_and_says_it_cannot_save(wandb_sweep, monkeypatch, capsys):
