@@ -23,9 +23,14 @@ def _ratio(full: float, quant: float, target_quant: float) -> float | None:
     return (quant - full) / gap if gap != 0 else None
 
 
+def _pooled_means(seeds: Sequence[Items]) -> tuple[float, float, float]:
+    """The means of full, quant and target_quant over every question of every seed."""
+    return tuple(float(np.mean(np.concatenate([s[k] for s in seeds]))) for k in ("full", "quant", "target_quant"))
+
+
 def pooled_recovery(seeds: Sequence[Items]) -> float | None:
     """(mean quant − mean full) / (mean target_quant − mean full) over every question of every seed."""
-    return _ratio(*(np.mean(np.concatenate([s[k] for s in seeds])) for k in ("full", "quant", "target_quant")))
+    return _ratio(*_pooled_means(seeds))
 
 
 #: the interval of a ratio whose denominator the resamples do not tell apart from 0
@@ -61,7 +66,8 @@ def recovery_interval(seeds: Sequence[Items], *, level: float = 0.95, resamples:
     defined = gaps != 0
     if not defined.any():
         return None
-    pooled = np.mean(np.concatenate([s[2] for s in scores])) - np.mean(np.concatenate([s[0] for s in scores]))
+    pooled_full, _, pooled_target_quant = _pooled_means(seeds)
+    pooled = pooled_target_quant - pooled_full
     tail = (1 - level) / 2
     if pooled == 0 or np.mean(gaps * np.sign(pooled) <= 0) > tail:
         return UNBOUNDED

@@ -60,10 +60,9 @@ def _setting(row: Row) -> tuple[int, str, float] | None:
 
 
 def _point(value) -> tuple[float, tuple[float, float]] | None:
-    """(mean, (below, above)): the error bar is the bootstrap interval, else ± sd, else none;
-    None (not drawn) for a ratio whose interval is unbounded."""
+    """(mean, (below, above)): the error bar is the bootstrap interval, else ± sd, else none."""
     if isinstance(value, Spread):
-        if value.mean is None or value.interval == UNBOUNDED:
+        if value.mean is None:
             return None
         if value.interval is not None:
             return value.mean, (value.mean - value.interval[0], value.interval[1] - value.mean)
@@ -86,8 +85,9 @@ def scale_figure(sweep: Sweep, path: Path) -> Path | None:
         width, kind, lr = setting
         for q in quantized:
             value = cell(row, RECOVERY, q)
-            if isinstance(value, Spread) and value.interval == UNBOUNDED:
+            if isinstance(value, Spread) and value.interval == UNBOUNDED:  # no error bar to draw
                 unbounded += 1
+                continue
             point = _point(value)
             if point is not None and width is not None:
                 lines[q].setdefault(f"{kind}, lr {lr:g}", []).append((width, *point))
