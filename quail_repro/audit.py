@@ -28,8 +28,7 @@ if os.environ.get("QUAIL_ONLINE") != "1":
 from hydra.errors import HydraException  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from quail_repro import stages  # noqa: E402
-from quail_repro.cache import Cache  # noqa: E402
+from quail_repro import numerics, stages  # noqa: E402
 from quail_repro.compose import compose_config  # noqa: E402
 from quail_repro.errors import ConfigError, DataError, QuailError  # noqa: E402
 from quail_repro.eval.muse_eval import corpus_notes  # noqa: E402
@@ -38,7 +37,7 @@ from quail_repro.pipeline import evaluate_all, recovery  # noqa: E402
 from quail_repro.report.render import render_markdown  # noqa: E402
 from quail_repro.report.table import Table  # noqa: E402
 from quail_repro.results import METRICS, RECOVERY_METRICS, Results, write_json  # noqa: E402
-from quail_repro.validate import check_config  # noqa: E402
+from quail_repro.validate import check_config, resolve_device  # noqa: E402
 
 log = logging.getLogger("quail_repro.audit")
 PASS, FAIL, ERROR = 0, 1, 2
@@ -103,12 +102,13 @@ def checkpoint(path_or_id: str) -> ModelRef:
 def audit(cfg: DictConfig, original: str, unlearned: str) -> dict:
     """The audit's findings (audit.json): per precision both models' metrics, the recovery ratios,
     bucket overlap, transfer coefficient, and the verdict against audit.max_recovery."""
+    numerics.apply(cfg.numerics, resolve_device(cfg.device))  # before any kernel (numerics.py)
     cfg, bad_quant = check_config(cfg)
     a = cfg.audit
     unknown = sorted(set(a.gate) - set(RECOVERY_METRICS))
     if unknown:
         raise ConfigError(f"audit.gate: {unknown} have no recovery ratio; choose from {list(RECOVERY_METRICS)}")
-    cache = Cache(str(Path(cfg.paths.cache).resolve()))
+    cache = numerics.open_cache(cfg)
     data = stages.prepare_data(cfg, cache)
     if data.classification:
         raise ConfigError(f"the audit measures MUSE's metrics; dataset={cfg.dataset.name} is a classification task")

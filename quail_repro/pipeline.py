@@ -11,12 +11,10 @@ import shutil
 from pathlib import Path
 
 import transformers
-from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from quail_repro import machine, stages
+from quail_repro import machine, numerics, stages
 from quail_repro.build import make
-from quail_repro.cache import Cache
 from quail_repro.errors import QuailError
 from quail_repro.eval.metrics import recovery_ratio
 from quail_repro.eval.muse_eval import corpus_notes
@@ -24,7 +22,7 @@ from quail_repro.loggers import log_run, run_summary
 from quail_repro.results import (CLASSIFICATION_RECOVERY_METRICS, RECOVERY_ITEMS, RECOVERY_METRICS, PrecisionMetrics,
                                  Results, format_table, write_json,
                                  write_results)
-from quail_repro.validate import check_config
+from quail_repro.validate import check_config, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +37,16 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Results:
     # our own tqdm bars show stage progress; transformers' per-load bars are noise here
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    results = Results(model=cfg.model.name, dataset=cfg.dataset.name, method=cfg.method.name, seed=cfg.seed,
-                      machine=machine.describe())
+    results = Results(model=cfg.model.name, dataset=cfg.dataset.name, method=cfg.method.name, seed=cfg.seed)
     logger = make(cfg.logger)
     logger.start(OmegaConf.to_container(cfg, resolve=True), str(run_dir))
-    history, generations, figures = [], {}, {}
+    history, generations, figures, cache = [], {}, {}, None
     try:
+        # first: torch's kernel level and MKL's path are fixed by the process's first kernel
+        numerics.apply(cfg.numerics, resolve_device(cfg.device))
         cfg, bad_quant = check_config(cfg)
-        cache = Cache(to_absolute_path(cfg.paths.cache))
+        cache = numerics.open_cache(cfg)
+        results.machine = {**machine.describe(), "numerics": cache.environment}
         data = stages.prepare_data(cfg, cache)
         results.notes = corpus_notes(data.corpus)  # metrics a corpus with absent parts cannot give
         for metric, note in results.notes.items():
@@ -74,9 +74,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Results:
             results.status = "ok" if all(m.ok for m in results.metrics.values()) else "partial"
     except BaseException as err:  # a QuailError, a bug, an interrupt: on record, then raised
         results.status, results.error = "failed", f"{type(err).__name__}: {err}"
+        results.provenance = cache.used if cache is not None else {}
         write_results(run_dir, results)
         logger.finish(run_summary(results))
         raise
+    results.provenance = cache.used
     write_results(run_dir, results)
     log_run(logger, results, history, generations, figures)
     logger.finish(run_summary(results))

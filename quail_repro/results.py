@@ -9,7 +9,10 @@ only place the metric names are spelled.
 Version history: 1 (implicit, no field): the first layout; 2: ``schema_version``, the
 QUAIL hinge activity in ``unlearning`` and ``recovery_items``; 3: the classification task's
 metrics (``acc_forget`` ... ``mia_auc``, written only by classification runs); 4: ``machine``
-(CPU, its kernel level, torch threads and version, GPU: quail_repro.machine).
+(CPU, its kernel level, torch threads and version, GPU: quail_repro.machine); 5: ``machine.numerics``
+(the numeric environment the cache keys carry: quail_repro.numerics) and ``provenance``: per cache
+entry the run used, the machine that built it and when (a shared cache's entry may come from another
+machine).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,8 @@ class Results:
     utility: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
     # where the numbers were made (machine.describe()): another CPU or thread count gives other numbers
     machine: dict[str, Any] = field(default_factory=dict)
+    # cache entry -> {"built_by": machine.describe() of the machine that built it, "built_at"}
+    provenance: dict[str, dict] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -165,7 +170,7 @@ class Results:
     def to_dict(self) -> dict[str, Any]:
         # sections a run does not have (no error, no unlearning, a target row's analysis) are left out
         optional = ("error", "unlearning", "recovery", "recovery_items", "analysis", "notes", "utility",
-                    "machine")
+                    "machine", "provenance")
         out = {k: v for k, v in asdict(self).items() if not (k in optional and not v)}
         out["metrics"] = {q: m.to_dict() for q, m in self.metrics.items()}
         if self.unlearning is not None:

@@ -75,10 +75,6 @@ class Evaluation:
     utility: dict  # lm-eval task -> {metric: value} (eval.utility; empty when off)
 
 
-def _device_kind(cfg: DictConfig) -> str:
-    return cfg.device.split(":")[0]
-
-
 def load(ref: ModelRef, cfg: DictConfig, dtype: torch.dtype, quantizer=None):
     """A saved model (at a precision) and its tokenizer, ready for evaluation."""
     model = (quantizer or FullPrecision("none")).load(ref.path, dtype=dtype, device=cfg.device)
@@ -121,7 +117,7 @@ def reference_auc(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> 
     if data.classification:
         return None
     spec = {"retrain": models.retrain.key, "privleak": cfg.eval.privleak, "batch_size": cfg.eval.batch_size,
-            "dtype": str(models.dtype), "device_kind": _device_kind(cfg)}
+            "dtype": str(models.dtype)}
 
     def build(d: Path):
         model, tok = load(models.retrain, cfg, models.dtype)
@@ -180,8 +176,7 @@ def unlearn(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> Unlear
             raise ConfigError(f"method={m.name!r} has no loss and names no model (target or retrain)")
         return Unlearned(getattr(models, m.name), Unlearning(), [])
     settings = UnlearnConfig.from_method(m)
-    spec = {"target": models.target.key, "corpus": data.key, "method": m, "dtype": str(models.dtype),
-            "device_kind": _device_kind(cfg)}
+    spec = {"target": models.target.key, "corpus": data.key, "method": m, "dtype": str(models.dtype)}
     # the precision the weights live in while unlearning (the model's own dtype for
     # "native"; fp32 otherwise, with bf16 rounding after each step when emulated)
     train_dtype = models.dtype if settings.param_dtype == "native" else torch.float32
@@ -250,7 +245,7 @@ def evaluate(cfg: DictConfig, ref: ModelRef, quant_cfg: DictConfig, data: Data, 
         return loaded[0]
     spec = {"model": ref.key, "corpus": data.key, "quant": quantizer.describe(),
             "eval": {k: v for k, v in cfg.eval.items() if k != "utility"},  # utility has its own entry
-            "auc_retrain": auc_retrain, "dtype": str(models.dtype), "device_kind": _device_kind(cfg)}
+            "auc_retrain": auc_retrain, "dtype": str(models.dtype)}
 
     def build(d: Path):
         model, tok = model_at_precision()
@@ -274,11 +269,11 @@ def utility(cfg: DictConfig, ref: ModelRef, quantizer, data: Data, models: Model
     if not utility_enabled(u):
         return {}
     spec = {"model": ref.key, "quant": quantizer.describe(), "utility": u, "dtype": str(models.dtype),
-            "device_kind": _device_kind(cfg), "lm_eval": version("lm_eval")}
+            "lm_eval": version("lm_eval")}
     if u.corpus_tasks:
         spec["corpus"] = data.key
         tasks = cache.get_or_build("utility_data", {"corpus": data.key, "data": u.data},
-                                   lambda d: write_corpus_tasks(d, data.corpus, u.data))
+                                   lambda d: write_corpus_tasks(d, data.corpus, u.data), numeric=False)
     else:
         tasks = None
 
@@ -312,7 +307,7 @@ def analyse(cfg: DictConfig, subject: ModelRef, quant_cfg: DictConfig, data: Dat
     a = cfg.analysis
     spec = {"target": models.target.key, "subject": subject.key, "corpus": data.key,
             "quant": quantizer.describe(), "analysis": a, "dtype": str(models.dtype),
-            "device_kind": _device_kind(cfg), "version": ANALYSIS_VERSION}
+            "version": ANALYSIS_VERSION}
 
     def build(d: Path):
         t_model, tok = load(models.target, cfg, models.dtype)

@@ -20,8 +20,8 @@ class _Looked(Exception):
 class KeyRecorder(Cache):
     """A cache that records the key a stage asks for, then stops the stage."""
 
-    def get_or_build(self, stage, spec, build):
-        self.last = self.key(stage, spec)
+    def get_or_build(self, stage, spec, build, numeric=True):
+        self.last = self.key(stage, spec, numeric)
         raise _Looked
 
 
@@ -62,12 +62,6 @@ def test_identical_configs_agree(tmp_path, method):
 def test_seed_dtype_and_param_dtype_change_the_keys(tmp_path, a, b, differ):
     ka, kb = keys(compose_cfg("method=ga_gdr", *a), tmp_path), keys(compose_cfg("method=ga_gdr", *b), tmp_path)
     assert [s for s in ka if ka[s] != kb[s]] == differ
-
-
-def test_device_kind_changes_every_key(tmp_path):
-    ka, kb = keys(compose_cfg(device="cpu"), tmp_path), keys(compose_cfg(device="cuda:0"), tmp_path)
-    assert all(ka[s] != kb[s] for s in ka)
-    assert keys(compose_cfg(device="cuda:1"), tmp_path) == kb  # the same kind of device computes the same bytes
 
 
 def test_the_auto_margin_quantizer_settings_are_in_the_unlearning_key(tmp_path):

@@ -15,7 +15,7 @@ from quail_repro.errors import ConfigError
 from quail_repro.validate import check_config
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ["model", "dataset", "method", "quant", "eval", "logger"]
+GROUPS = ["model", "dataset", "method", "quant", "eval", "logger", "numerics"]
 #: options with no data of their own: the key that must name the user's data
 USER_DATA = {("dataset", "tweets_csv"): "dataset.file", ("dataset", "tweets_hub"): "dataset.path",
              ("dataset", "muse_dir"): "dataset.path"}

@@ -101,11 +101,25 @@ def test_results_record_the_machine_that_made_them(toy_run):
 
     _, _, results = toy_run
     m = results["machine"]
-    assert results["schema_version"] == 4
+    assert results["schema_version"] == 5
     assert m["torch_threads"] == torch.get_num_threads() and m["torch"] == torch.__version__
     assert m["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and m["cpu"]
     assert m["gpu"] is None or torch.cuda.is_available()
+    env = m["numerics"]  # what the cache keys carry
+    assert env["device_kind"] == "cpu" and env["threads"] == m["torch_threads"]
+    assert env["cpu_capability"] == m["cpu_capability"] and len(env["fingerprint"]) == 16
     assert Results.from_dict(results).machine == m
+
+
+def test_results_record_which_machine_built_each_cache_entry(toy_run, tmp_path):
+    cache, _, first = toy_run
+    used = set(first["provenance"])
+    assert {name.split("-")[0] for name in used} >= {"corpus", "tokenizer", "target", "retrain", "unlearn", "eval"}
+    this_machine = {k: v for k, v in first["machine"].items() if k != "numerics"}
+    assert all(p["built_by"] == this_machine and p["built_at"] for p in first["provenance"].values())
+    # a second run reuses every entry and reports their builder, not itself
+    again = run_dict(toy_cfg(cache, "method=ga_gdr", "quant=[none,rtn_int4,bnb_nf4]"), tmp_path)
+    assert again["provenance"] == first["provenance"]
 
 
 def test_every_stage_is_cached(toy_run):

@@ -24,7 +24,7 @@ class MiniCorpus:
 
     def prepare(self, cache: Cache) -> tuple[str, str]:
         entry = cache.get_or_build("corpus", self.generator,
-                                   lambda d: write_mini_corpus(d, **self.generator))
+                                   lambda d: write_mini_corpus(d, **self.generator), numeric=False)
         return str(entry), entry.name
 
 

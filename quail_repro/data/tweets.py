@@ -110,7 +110,7 @@ class TweetSource:
             (d / "corpus.json").write_text(json.dumps({"source": self.name, "labels": self.labels, "splits": splits,
                                                        "forget": forget, "poisoned": poisoned}))
 
-        entry = cache.get_or_build("tweets", spec, build)
+        entry = cache.get_or_build("tweets", spec, build, numeric=False)  # Python's random only
         return str(entry), entry.name
 
     load = staticmethod(load_tweets)

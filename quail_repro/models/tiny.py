@@ -76,7 +76,7 @@ class TinyLlama:
         tok_spec = {"corpus": corpus_key, "vocab_size": self.vocab_size, "add_prefix_space": self.add_prefix_space}
         all_text = [t for texts in corpus.raw.values() for t in texts]
         tok_dir = cache.get_or_build("tokenizer", tok_spec, lambda d: train_tokenizer(
-            all_text, self.vocab_size, self.add_prefix_space).save_pretrained(d))
+            all_text, self.vocab_size, self.add_prefix_space).save_pretrained(d), numeric=False)  # counts, no floats
         base_dir = None
         if self.base:
             base_spec = {"tokenizer": tok_dir.name, "arch": self.arch, "train": self._train_key(),
