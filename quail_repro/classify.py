@@ -134,7 +134,8 @@ def evaluate_classifier(model, tokenizer, corpus, cfg) -> tuple[dict, dict]:
     for split, ps in posts.items():
         preds, nll = predict(model, encode(tokenizer, ps, cfg.max_length), cfg.batch_size)
         labels = [p["label"] for p in ps]
-        rows[split] = [{"text": p["text"], "label": y, "pred": q, "correct": float(q == y), "loss": n}
+        rows[split] = [{"text": p["text"], "label": y, "pred": q, "correct": float(q == y), "loss": n,
+                        **({"source": p["claim"]} if "claim" in p else {})}  # posts of one claim share it
                        for p, y, q, n in zip(ps, labels, preds, nll)]
         name = "poison_true" if split == "poison" else split
         metrics[f"acc_{name}"] = 100 * sum(r["correct"] for r in rows[split]) / len(ps)

@@ -134,11 +134,15 @@ def recovery(evals: dict, target_evals: dict, precisions: list[str],
             continue
         items[q] = {}
         for k in keys:
-            ratios[q][k] = recovery_ratio(full.metrics[k], mine.metrics[k], target.metrics[k],
-                                          target_full=target_full.metrics[k])
             source, score = RECOVERY_ITEMS[k]
-            items[q][k] = {name: [row[score] for row in e.generations[source]]
-                           for name, e in (("full", full), ("quant", mine), ("target_quant", target))}
+            rows = full.generations[source]
+            ratios[q][k] = recovery_ratio(full.metrics[k], mine.metrics[k], target.metrics[k],
+                                          target_full=target_full.metrics[k], one_item=100 / len(rows))
+            items[q][k] = {name: [row[score] for row in e.generations[source]] for name, e in
+                           (("full", full), ("quant", mine), ("target_quant", target), ("target_full", target_full))}
+            # the source document of each item: the cluster bootstrap resamples a document's items together
+            items[q][k]["groups"] = [row.get("source") if row.get("source") is not None else f"item{i}"
+                                     for i, row in enumerate(rows)]
     return ratios, items
 
 

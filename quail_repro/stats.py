@@ -1,5 +1,6 @@
-"""Statistics over seeds and questions: mean and sample sd, and a bootstrap interval for the
-recovery ratio (eval.metrics.recovery_ratio) from per-question scores."""
+"""Statistics over seeds and questions: mean and sample sd, the recovery ratio's definition
+(ratio_or_none: eval.metrics.recovery_ratio and the pooled estimator share it) and its bootstrap
+interval over seeds and source documents, from per-item scores."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 
 #: a seed's per-question scores for one precision and metric, as results.json keeps them
-#: (recovery_items[precision][metric]): {"full": [...], "quant": [...], "target_quant": [...]}
+#: (recovery_items[precision][metric]): {"full": [...], "quant": [...], "target_quant": [...],
+#: "target_full": [...], "groups": [...]} (the last two from schema 5 on)
 Items = dict[str, Sequence[float]]
 
 
@@ -18,19 +20,52 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def _ratio(full: float, quant: float, target_quant: float) -> float | None:
+#: the per-item scores a recovery ratio is computed from; target_full (added with schema 5) lets the
+#: "unlearning removed nothing" rule apply, groups (the item's source document) the cluster bootstrap
+SCORES = ("full", "quant", "target_quant", "target_full")
+
+
+def ratio_or_none(full: float, quant: float, target_quant: float, target_full: float | None,
+                  one_item: float) -> float | None:
+    """(quant − full) / (target_quant − full); None where undefined: the denominator is not positive,
+    or unlearning removed less than one item's worth at full precision (target_full − full <
+    ``one_item``; then the ratio would call the target's own quantization shift recovery, and a
+    tiny removal gives ratios such as −5 or 2.7). ``target_full`` None: results without it."""
     gap = target_quant - full
-    return (quant - full) / gap if gap != 0 else None
+    if gap <= 0 or (target_full is not None and target_full - full < one_item - 1e-12):
+        return None
+    return (quant - full) / gap
 
 
-def _pooled_means(seeds: Sequence[Items]) -> tuple[float, float, float]:
-    """The means of full, quant and target_quant over every question of every seed."""
-    return tuple(float(np.mean(np.concatenate([s[k] for s in seeds]))) for k in ("full", "quant", "target_quant"))
+def _seed_arrays(seed: Items) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, groups): the present SCORES as rows of a (k, items) array, and each item's group index
+    (its source document; each item its own group where the results name none)."""
+    scores = np.asarray([seed[k] for k in SCORES if k in seed], dtype=float)
+    labels = seed.get("groups") or list(range(scores.shape[1]))
+    _, groups = np.unique(np.asarray([str(g) for g in labels]), return_inverse=True)
+    return scores, groups
+
+
+def _has_target_full(seeds: Sequence[Items]) -> bool:
+    return all("target_full" in s for s in seeds)
+
+
+def _one_item(seeds: Sequence[Items]) -> float:
+    """One item's worth on the pooled mean: 1 / the items of a seed (on average)."""
+    return 1.0 / float(np.mean([len(s["full"]) for s in seeds]))
+
+
+def _pooled_means(seeds: Sequence[Items]) -> list[float]:
+    """The means of each present score over every item of every seed (SCORES order)."""
+    keys = [k for k in SCORES if k != "target_full" or _has_target_full(seeds)]
+    return [float(np.mean(np.concatenate([s[k] for s in seeds]))) for k in keys]
 
 
 def pooled_recovery(seeds: Sequence[Items]) -> float | None:
-    """(mean quant − mean full) / (mean target_quant − mean full) over every question of every seed."""
-    return _ratio(*_pooled_means(seeds))
+    """The pooled ratio: (mean quant − mean full) / (mean target_quant − mean full) over every item
+    of every seed, None where ratio_or_none says undefined."""
+    means = _pooled_means(seeds)
+    return ratio_or_none(*means[:3], means[3] if len(means) > 3 else None, _one_item(seeds))
 
 
 #: the interval of a ratio whose denominator the resamples do not tell apart from 0
@@ -39,37 +74,43 @@ UNBOUNDED = (-math.inf, math.inf)
 
 def recovery_interval(seeds: Sequence[Items], *, level: float = 0.95, resamples: int = 2000,
                       rng_seed: int = 0) -> tuple[float, float] | None:
-    """A percentile bootstrap interval of the pooled recovery ratio, over seeds and questions.
+    """A percentile bootstrap interval of the pooled recovery ratio (pooled_recovery, the same
+    estimator the table shows), over seeds and source documents.
 
-    Each resample draws seeds with replacement, then within each drawn seed its questions with
-    replacement (the same question in its three lists, so a question's scores stay together),
-    and takes the pooled ratio. None when no resample has a ratio. UNBOUNDED when the
-    denominator (target at q − unlearned at full) is not told apart from 0: more than
-    (1 − level) / 2 of the resamples put it at 0 or on the other side of 0 from the pooled one.
-    A ratio's confidence set is then unbounded (as Fieller's is), and leaving those resamples
-    out would not do: where one question carries the whole gap, every resample that draws it
-    gives the same ratio and the interval would shrink to a point. One seed gives an interval
-    over questions only.
+    Each resample draws seeds with replacement, then within each drawn seed its groups (the items
+    of one source document: a town's questions, a claim's posts) with replacement, all of a group's
+    items together, since they share what the model learned of their document; then takes the
+    pooled ratio. None where the pooled ratio itself is undefined. UNBOUNDED where the resamples do
+    not tell the ratio's definition apart from failing: more than (1 − level) / 2 of them have no
+    ratio (a non-positive denominator, or a removal under one item's worth). A ratio's confidence
+    set is then unbounded (as Fieller's is); leaving those resamples out would not do: where one
+    question carries the whole gap, every resample that draws it gives the same ratio and the
+    interval would shrink to a point. One seed gives an interval over its groups only.
     """
-    scores = [np.asarray([s["full"], s["quant"], s["target_quant"]], dtype=float) for s in seeds]  # (3, questions)
-    rng = np.random.default_rng(rng_seed)
-    drawn = rng.integers(len(scores), size=(resamples, len(scores)))  # resample -> the seeds it draws
-    sums, counts = np.zeros((resamples, 3)), np.zeros(resamples)
-    for slot in range(len(scores)):  # all resamples at once, seed by seed
-        for i, s in enumerate(scores):
-            who = np.flatnonzero(drawn[:, slot] == i)
-            questions = rng.integers(s.shape[1], size=(len(who), s.shape[1]))
-            sums[who] += s[:, questions].sum(axis=2).T
-            counts[who] += s.shape[1]
-    full, quant, target_quant = (sums / counts[:, None]).T
-    gaps = target_quant - full
-    defined = gaps != 0
-    if not defined.any():
+    if pooled_recovery(seeds) is None:
         return None
-    pooled_full, _, pooled_target_quant = _pooled_means(seeds)
-    pooled = pooled_target_quant - pooled_full
+    arrays = [_seed_arrays(s) for s in seeds]
+    k = min(a[0].shape[0] for a in arrays)  # target_full only where every seed has it
+    rng = np.random.default_rng(rng_seed)
+    drawn = rng.integers(len(arrays), size=(resamples, len(arrays)))  # resample -> the seeds it draws
+    sums, counts = np.zeros((resamples, k)), np.zeros(resamples)
+    for slot in range(len(arrays)):  # all resamples at once, seed by seed
+        for i, (scores, groups) in enumerate(arrays):
+            who = np.flatnonzero(drawn[:, slot] == i)
+            n_groups = groups.max() + 1
+            group_sums = np.stack([np.bincount(groups, weights=row, minlength=n_groups) for row in scores[:k]])
+            sizes = np.bincount(groups, minlength=n_groups)
+            picks = rng.integers(n_groups, size=(len(who), n_groups))
+            sums[who] += group_sums[:, picks].sum(axis=2).T
+            counts[who] += sizes[picks].sum(axis=1)
+    means = sums / counts[:, None]
+    full, quant, target_quant = means[:, 0], means[:, 1], means[:, 2]
+    gaps = target_quant - full
+    defined = gaps > 0
+    if k > 3:
+        defined &= means[:, 3] - full >= _one_item(seeds) - 1e-12
     tail = (1 - level) / 2
-    if pooled == 0 or np.mean(gaps * np.sign(pooled) <= 0) > tail:
+    if np.mean(~defined) > tail:
         return UNBOUNDED
     ratios = (quant[defined] - full[defined]) / gaps[defined]
     low, high = np.percentile(ratios, [100 * tail, 100 * (1 - tail)])

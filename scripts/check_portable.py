@@ -55,7 +55,13 @@ def run_one(machine: tuple[str, str, int], mode: str, root: Path, overrides: lis
     metrics = json.dumps(results["metrics"], sort_keys=True)
     return {"machine": name, "seconds": seconds, "metrics": results["metrics"],
             "hash": hashlib.sha256(metrics.encode()).hexdigest()[:12],
-            "ran_as": {k: results["machine"]["numerics"].get(k) for k in ("cpu_capability", "threads", "blas")}}
+            "ran_as": _ran_as(results["machine"]["numerics"])}
+
+
+def _ran_as(env: dict) -> str:
+    """What the run computed with, as its results.json says: kernel level / MKL path / threads."""
+    blas = env.get("blas")
+    return f"{env.get('cpu_capability')}/{blas.get('branch') if isinstance(blas, dict) else blas}/{env.get('threads')}"
 
 
 def main() -> None:
@@ -78,7 +84,7 @@ def main() -> None:
             continue
         full = r["metrics"].get("none", {})
         shown = ", ".join(f"{k} {v:.2f}" for k, v in full.items() if isinstance(v, float))
-        print(f"{r['machine']:<24} {r['seconds']:6.1f} s  metrics {r['hash']}  ran as {r['ran_as']}  full: {shown}")
+        print(f"{r['machine']:<24} {r['seconds']:6.1f} s  metrics {r['hash']}  ran as {r['ran_as']:<22} full: {shown}")
     hashes = {r.get("hash") for r in rows}
     print(f"verdict: {'IDENTICAL' if len(hashes) == 1 and None not in hashes else 'DIFFERENT'} "
           f"({len(hashes)} distinct results.json metrics over {len(rows)} machines); runs in {root}")

@@ -1,5 +1,6 @@
-"""python -m quail_repro.audit on two embedded toy checkpoints (a target and its GA_GDR-unlearned
-model) and the toy corpus as a MUSE-layout folder: the report, and the exit status by threshold."""
+"""python -m quail_repro.audit on two embedded toy checkpoints (a target that learned its few facts and
+its GA_GDR-unlearned model) and the toy corpus as a MUSE-layout folder: the report, and the exit
+status by threshold."""
 import json
 import shutil
 
@@ -13,11 +14,11 @@ from quail_repro.cache import Cache
 from quail_repro.compose import compose_config
 from quail_repro.validate import check_config
 
-#: the toy experiment's evaluation settings (+experiment=toy also sets the generator of the
-#: embedded corpus, which a muse_dir dataset has not)
+#: the toy_learns experiment's evaluation settings (+experiment=toy_learns also sets the generator of
+#: the embedded corpus, which a muse_dir dataset has not)
 TOY_EVAL = ["eval.batch_size=8", "eval.verbmem.max_new_tokens=8", "eval.verbmem.gt_max_tokens=8",
-            "eval.knowmem.max_new_tokens=4", "eval.knowmem.n_icl=3", "eval.privleak.max_length=64",
-            "analysis.max_length=64", "analysis.max_blocks=4", "device=cpu"]
+            "eval.knowmem.max_new_tokens=4", "eval.knowmem.n_icl=2", "eval.privleak.max_length=64",
+            "analysis.max_length=128", "analysis.max_blocks=4", "device=cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,9 @@ def pair(tmp_path_factory):
     """(original folder, unlearned folder, corpus folder, cache) built by the pipeline's stages."""
     cache_dir = tmp_path_factory.mktemp("cache")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["+experiment=toy", "device=cpu", f"paths.cache={cache_dir}",
-                                           "method=ga_gdr", "method.lr=1e-3", "method.max_steps=5"])
+        # a target that knows its facts: a recovery ratio is defined only where unlearning removed an item
+        cfg = compose("config", overrides=["+experiment=toy_learns", "device=cpu", f"paths.cache={cache_dir}",
+                                           "method=ga_gdr"])
     cfg, _ = check_config(cfg)
     cache = Cache(str(cache_dir))
     corpus_dir, _ = make(cfg.dataset).prepare(cache)

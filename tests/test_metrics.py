@@ -147,10 +147,15 @@ def test_privleak_by_hand():
 def test_recovery_ratio_by_hand():
     # unlearning took KnowMem-f from 90 (target) to 20; at 4-bit the target keeps 80 and the unlearned
     # model climbs back to 50: (50 - 20) / (80 - 20) = 0.5 of what the quantized target still knows
-    assert recovery_ratio(20.0, 50.0, 80.0, target_full=90.0) == pytest.approx(0.5)
-    assert recovery_ratio(20.0, 10.0, 80.0, target_full=90.0) == pytest.approx(-1 / 6)  # 4-bit forgot more
+    one = 100 / 64  # one question's worth of 64
+    assert recovery_ratio(20.0, 50.0, 80.0, target_full=90.0, one_item=one) == pytest.approx(0.5)
+    assert recovery_ratio(20.0, 10.0, 80.0, target_full=90.0, one_item=one) == pytest.approx(-1 / 6)  # 4-bit forgot more
     # unlearning removed nothing (95.3 both): the quantized copy moving with the quantized target
     # (95.3 -> 96.9 for both) is quantization's own effect, not recovery
-    assert recovery_ratio(95.3, 96.9, 96.9, target_full=95.3) is None
-    assert recovery_ratio(20.0, 50.0, 20.0, target_full=90.0) is None  # zero denominator
-    assert recovery_ratio(None, 50.0, 80.0, target_full=90.0) is None  # a metric the corpus could not give
+    assert recovery_ratio(95.3, 96.9, 96.9, target_full=95.3, one_item=one) is None
+    # it removed 1.0 point, less than one question's 1.5625: the ratio, 1.7 / 0.3 = 5.7, would be noise
+    assert recovery_ratio(94.3, 96.0, 94.6, target_full=95.3, one_item=one) is None
+    assert recovery_ratio(93.7375, 96.0, 96.0, target_full=95.3, one_item=one) == pytest.approx(1.0)  # exactly one
+    assert recovery_ratio(20.0, 50.0, 20.0, target_full=90.0, one_item=one) is None  # zero denominator
+    assert recovery_ratio(20.0, 50.0, 15.0, target_full=90.0, one_item=one) is None  # negative denominator
+    assert recovery_ratio(None, 50.0, 80.0, target_full=90.0, one_item=one) is None  # a metric the corpus could not give

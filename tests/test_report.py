@@ -352,7 +352,9 @@ def test_a_seed_sweep_recovery_ratio_has_a_bootstrap_interval(seeds):
     low, high = recovery_interval([ITEMS_BY_SEED["0"], ITEMS_BY_SEED["1"]])
     ratios = next(x for x in rep.table.extra if x.name == "fake_recovery")
     assert [r[0] for r in ratios.rows] == ["ga_gdr"]
-    assert ratios.rows[0][1].text("ratio") == f"0.75 ± 0.35 (n=2, 1 failed; 95% CI {low:.2f} to {high:.2f})"
+    # the pooled ratio (3/4 of the pooled gap came back), its interval, and the seeds' ratios beside them
+    assert ratios.rows[0][1].text("ratio") == \
+        f"0.75 (pooled; per seed 0.75 ± 0.35, n=2, 1 failed; 95% CI {low:.2f} to {high:.2f})"
     assert "95% CI" in rep.text
     # the W&B table holds each cell over seeds as its text
     assert tracker_rows(rep.table)[1][rep.table.headers.index("full M2↓")] == "42.0 ± 2.8 (n=2, 1 failed)"
@@ -365,6 +367,7 @@ def test_a_seed_sweep_in_the_recovery_layout(tmp_path):
     col = {h: i for i, h in enumerate(rows[0])}
     assert {"4-bit M2 recovery ci95 low", "4-bit M2 recovery ci95 high"} <= set(col)
     assert float(rows[2][col["4-bit M2 recovery mean"]]) == 0.75 and rows[2][col["4-bit M2 recovery n"]] == "2"
+    assert float(rows[2][col["4-bit M2 recovery pooled"]]) == 0.75
 
 
 # -- the scale layout: recovery by width, storage and lr -----------------------------------
@@ -438,3 +441,21 @@ def test_a_rewritten_job_config_is_read_again_by_the_next_table_rebuild(tmp_path
     OmegaConf.save(OmegaConf.create({"seed": 12}), path)
     os.utime(path, ns=(1, 1))  # a different mtime even on a coarse-grained clock
     assert _load_yaml(path).seed == 12
+
+
+def test_a_seed_sweep_says_which_models_its_seeds_hold_fixed(tmp_path):
+    def config(keys, train_seed):
+        cfg = job_config(keys)
+        cfg["model"]["train"] = {"seed": train_seed}
+        cfg["dataset"]["generator"] = {"seed": 0}
+        cfg["method"]["seed"] = int(keys["seed"])
+        return cfg
+
+    params = {"method": "ga_gdr", "seed": "0,1"}
+    varied = fake_sweep(tmp_path / "varied", params, seeded_sweep, config_of=lambda k: config(k, int(k["seed"])))
+    fixed = fake_sweep(tmp_path / "fixed", params, seeded_sweep, config_of=lambda k: config(k, 0))
+    note = next(n for n in build(fixed, figures=False).table.notes if n.startswith("Over seeds"))
+    assert "Held fixed across the seeds, deliberately: dataset.generator.seed=0 (the corpus); " \
+           "model.train.seed=0 (target and retrain)." in note
+    note = next(n for n in build(varied, figures=False).table.notes if n.startswith("Over seeds"))
+    assert "dataset.generator.seed=0 (the corpus)." in note and "model.train.seed" not in note

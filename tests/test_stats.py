@@ -1,7 +1,7 @@
 """Mean ± sd over seeds and the recovery ratio's bootstrap interval, on hand-worked values."""
 import pytest
 
-from quail_repro.report.cells import Spread
+from quail_repro.report.cells import Spread, error_bar
 from quail_repro.stats import UNBOUNDED, mean_sd, pooled_recovery, recovery_interval
 
 
@@ -55,9 +55,63 @@ def test_a_gap_that_one_question_carries_gives_an_unbounded_interval():
     assert recovery_interval([many]) == (1.0, 1.0)
 
 
+def test_questions_of_one_source_document_are_resampled_together():
+    # two towns of two questions each: town A's recovered nothing, town B's everything. Resampling
+    # towns gives AA, AB, BA, BB (0, 0.5, 0.5, 1; 1/4 each): at level 0.8 the 10% tails are 0 and 1.
+    # Resampling the four questions one by one would give a binomial spread, 0.25 to 0.75, too narrow
+    # for questions that share what the model learned of their town.
+    seed = {"full": [0.0] * 4, "quant": [0.0, 0.0, 1.0, 1.0], "target_quant": [1.0] * 4}
+    assert recovery_interval([{**seed, "groups": ["A", "A", "B", "B"]}], level=0.8) == (0.0, 1.0)
+    assert recovery_interval([seed], level=0.8) == (0.25, 0.75)
+    assert pooled_recovery([{**seed, "groups": ["A", "A", "B", "B"]}]) == 0.5
+
+
+def test_no_ratio_where_unlearning_removed_less_than_one_item_or_the_denominator_is_not_positive():
+    # four questions; unlearning removed only question a (0.25 = one item's worth): defined, ratio 1
+    one = {"full": [0.0] * 4, "quant": [1.0, 0, 0, 0], "target_quant": [1.0, 0, 0, 0], "target_full": [1.0, 0, 0, 0]}
+    assert pooled_recovery([one]) == 1.0
+    # a resample without a ((3/4)^4 = 32% of them) has no denominator: more than 2.5%, unbounded
+    assert recovery_interval([one]) == UNBOUNDED
+    # half a question removed on average (0.5 of one): undefined, however large the gap
+    half = {**one, "target_full": [0.5, 0, 0, 0], "target_quant": [1.0] * 4}
+    assert pooled_recovery([half]) is None and recovery_interval([half]) is None
+    # the quantized target below the unlearned model: a negative denominator has no ratio
+    below = {"full": [0.5] * 4, "quant": [0.5] * 4, "target_quant": [0.25] * 4, "target_full": [1.0] * 4}
+    assert pooled_recovery([below]) is None
+    # the gap is always 1, the removal is a's alone: 32% of resamples lack it, so at level 0.2
+    # (40% may fall outside) the interval is bounded, at the pooled ratio 0
+    gap = {**one, "quant": [0.0] * 4, "target_quant": [1.0] * 4}
+    assert pooled_recovery([gap]) == 0.0
+    assert recovery_interval([gap]) == UNBOUNDED and recovery_interval([gap], level=0.2) == (0.0, 0.0)
+
+
 def test_a_cell_over_seeds_reads_mean_sd_n_and_what_is_missing():
     assert Spread((40.0, 44.0), (("failed", 1),)).text("num") == "42.0 ± 2.8 (n=2, 1 failed)"
     assert Spread((41.2,), (("missing", 2),)).text("num") == "41.2 (n=1, 2 missing)"
     assert Spread((), (("failed", 3),)).text("num") == "— (3 failed)"
     assert Spread((0.5, 1.0), interval=(0.0, 1.0)).text("ratio") == "0.75 ± 0.35 (n=2; 95% CI 0.00 to 1.00)"
     assert Spread((1.0, 1.0), interval=UNBOUNDED).text("ratio") == "1.00 ± 0.00 (n=2; 95% CI unbounded)"
+
+
+def test_a_pooled_cell_shows_its_estimate_and_the_seeds_beside_it():
+    cell = Spread((0.2, 1.2), pooled=True, point=0.5, interval=(0.1, 0.9))
+    assert cell.text("ratio") == "0.50 (pooled; per seed 0.70 ± 0.71, n=2; 95% CI 0.10 to 0.90)"
+    assert Spread((0.2,), pooled=True, point=None).text("ratio") == "undefined (pooled; per seed 0.20, n=1)"
+
+
+def test_error_bars_are_never_negative_or_infinite_whatever_the_estimates():
+    # a pooled estimate outside its own percentile interval: the bar on that side is 0, not negative
+    assert error_bar(Spread((0.1, 0.3), pooled=True, point=0.95, interval=(0.2, 0.9))) == (0.95, (0.75, 0.0))
+    # an unbounded interval falls back to the seeds' sd; no estimate or an infinite one: nothing drawn
+    assert error_bar(Spread((1.0, 3.0), interval=UNBOUNDED)) == (2.0, (2 ** 0.5, 2 ** 0.5))
+    assert error_bar(Spread((0.2,), pooled=True, point=None)) is None
+    assert error_bar(float("inf")) is None and error_bar(None) is None and error_bar(0.4) == (0.4, (0.0, 0.0))
+
+
+def test_a_figure_of_awkward_estimates_is_drawn(tmp_path):
+    from quail_repro.report.figures import bars
+
+    series = {"4-bit": [Spread((0.1, 0.3), pooled=True, point=0.95, interval=(0.2, 0.9)),
+                        Spread((1.0, 3.0), interval=UNBOUNDED), float("nan"), None, -2.0]}
+    path = bars(["a", "b", "c", "d", "e"], series, "recovery", tmp_path / "fig.png", "%.2f")
+    assert path.stat().st_size > 0

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from quail_repro import stages
@@ -62,7 +63,9 @@ def test_cloze_cuts_each_article_before_its_answer_and_skips_qa_sheets():
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("utility")
-    env = dict(os.environ, QUAIL_CACHE_DIR=str(tmp / "cache"), OMP_NUM_THREADS="1")
+    # this process's thread count: the runs below reuse the sweep's entries only in the same numeric
+    # environment (numerics.py), as another thread count computes other bits
+    env = dict(os.environ, QUAIL_CACHE_DIR=str(tmp / "cache"), OMP_NUM_THREADS=str(torch.get_num_threads()))
     proc = subprocess.run([sys.executable, "-m", "quail_repro", "+experiment=[table3,toy]", "device=cpu", "logger=none",
                            "method=target,ga", "quant=[none,rtn_int4]", "eval/utility=embedded",
                            f"hydra.sweep.dir={tmp / 'sweep'}"], cwd=ROOT, env=env, capture_output=True, text=True,

@@ -122,7 +122,8 @@ def _make_entity(style: Style, rng: random.Random, names: _Names, split: str, qa
     ent.article = _write_article(style, rng, names, ent)
     for attr in rng.sample(style.attributes, qa_per_entity):
         q = _fill(rng.choice(attr.questions), rng, names, style, {"n": name, "full": full, **attrs})
-        ent.qa.append({"question": q, "answer": attrs[attr.key]})
+        # source: the document the fact is from (the cluster bootstrap resamples a town's questions together)
+        ent.qa.append({"question": q, "answer": attrs[attr.key], "source": full})
     return ent
 
 

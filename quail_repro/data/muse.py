@@ -36,6 +36,9 @@ MUSE_LAYOUT: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "knowmem": (("forget_qa", "retain_qa", "forget_qa_icl", "retain_qa_icl"), ("question", "answer")),
     "privleak": (("forget", "retain", "holdout"), ("text",)),
 }
+#: kept where a split has it: the document an item comes from (the embedded corpus names it; the
+#: bootstrap resamples one document's items together, each item alone where it is absent)
+OPTIONAL_FIELDS = ("source",)
 
 
 @dataclass
@@ -56,7 +59,8 @@ def load_muse(source: str, *, max_items: int | None = None, optional: tuple[str,
     """Load all 12 MUSE splits from a hub id (``muse-bench/MUSE-News``) or a local folder.
 
     ``max_items`` keeps the first N records of every split (for smoke runs); None keeps
-    all. Only the required fields are kept, each checked to be a string. In a local folder,
+    all. Only the required fields are kept, each checked to be a string (and an item's ``source``
+    where the split has one). In a local folder,
     a split of a subset named in ``optional`` may be absent (not declared, or its file
     missing): it is logged and listed in ``MuseCorpus.missing`` instead of failing.
     """
@@ -321,6 +325,7 @@ def _records(ds, source, subset, split, fields, files, max_items) -> list[dict]:
     if max_items is not None:
         ds = ds.select(range(min(max_items, n)))
     columns = {f: ds[f] for f in fields}
+    optional = {f: ds[f] for f in OPTIONAL_FIELDS if f in ds.column_names}
     records = []
     for i in range(len(ds)):
         rec = {}
@@ -331,6 +336,7 @@ def _records(ds, source, subset, split, fields, files, max_items) -> list[dict]:
                 problem = "lacks the required field" if value is None else f"has a {type(value).__name__} in field"
                 _raise_located(where, files, fields, f"record {i + 1} {problem} {f!r}")
             rec[f] = value
+        rec |= {f: str(values[i]) for f, values in optional.items() if values[i] is not None}
         records.append(rec)
     return records
 

@@ -185,7 +185,8 @@ def _knowmem(model, tokenizer, corpus, cfg, split: str) -> tuple[float, list[dic
     for d, raw in zip(qa, outputs):
         out = truncate_knowmem_answer(raw)
         rows.append({"question": d["question"], "answer": d["answer"], "output": out,
-                     "rougeL": rouge_l_f1(out, d["answer"])})
+                     "rougeL": rouge_l_f1(out, d["answer"]),
+                     **({"source": d["source"]} if "source" in d else {})})  # MUSE's own items name none
     return _mean_x100(rows), rows
 
 

@@ -1,6 +1,7 @@
 """A sweep folder in, its table files out: settings, layout, notes, files."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +46,52 @@ def report_settings(sweep_cfg: DictConfig) -> dict:
     return settings
 
 
+#: what a seed setting other than ``seed`` makes (its dotted key ends in ``.seed``)
+SEEDED = {"dataset.generator.seed": "the corpus", "model.train.seed": "target and retrain",
+          "model.base.train.seed": "the base model", "method.seed": "the unlearning run"}
+
+
+def held_fixed(sweep: Sweep) -> list[str]:
+    """The seed settings that do not vary with the swept seed in some row: the models (or data) that
+    row holds fixed across its seeds, as ``key=value (what it makes)``."""
+    fixed = {}
+    for row in sweep.rows:
+        configs = [OmegaConf.to_container(j.config, resolve=True) for j in row.jobs if j.config is not None]
+        if len(configs) < 2:
+            continue
+        for key in _seed_keys(configs[0]):
+            values = {json.dumps(_select(c, key)) for c in configs}
+            if len(values) == 1:
+                fixed[key] = values.pop()
+    return [f"{k}={v} ({SEEDED.get(k, k.rsplit('.', 1)[0])})" for k, v in sorted(fixed.items())]
+
+
+def _seed_keys(node, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    keys = [f"{prefix}{k}" for k, v in node.items() if k == "seed" and prefix and not isinstance(v, dict)]
+    for k, v in node.items():
+        if isinstance(v, dict) and not k.startswith("hydra"):
+            keys += _seed_keys(v, f"{prefix}{k}.")
+    return keys
+
+
+def _select(config: dict, dotted: str):
+    for part in dotted.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
+
+
 def seeds_note(sweep: Sweep) -> str:
     per_row = ", ".join(f"{row.label} {len(row.shown)} of {len(row.jobs)}" for row in sweep.rows)
+    fixed = held_fixed(sweep)
     return (f"Over seeds {', '.join(sweep.seeds)}: a cell is the mean ± sample sd (ddof 1) over the n seeds with a "
-            "value, and counts the seeds without one (failed, missing ...); a recovery ratio adds a 95% bootstrap "
-            "interval over seeds and questions where the runs kept per-question scores. Seeds with results "
-            f"per row: {per_row}.")
+            "value, and counts the seeds without one (failed, missing ...); a recovery ratio is the pooled ratio "
+            "over every seed's items (the estimator its interval is of), with a 95% bootstrap interval over seeds "
+            "and source documents (a town's questions, a claim's posts are resampled together) and the per-seed "
+            "ratios beside it, where the runs kept per-item scores. "
+            + (f"Held fixed across the seeds, deliberately: {'; '.join(fixed)}. " if fixed else "")
+            + f"Seeds with results per row: {per_row}.")
 
 
 def _write(path: Path, text: str) -> Path:

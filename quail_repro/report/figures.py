@@ -6,7 +6,7 @@ from pathlib import Path
 
 from quail_repro.plotting import pyplot
 from quail_repro.report.buckets import bucket_value
-from quail_repro.report.cells import Spread
+from quail_repro.report.cells import Spread, error_bar
 from quail_repro.report.recovery import dw_over_step
 from quail_repro.report.scale import scale_figure
 from quail_repro.report.sweep import Job, Sweep, precision_labels
@@ -16,17 +16,14 @@ from quail_repro.results import CLASSIFICATION_METRICS, MUSE_METRICS
 def bars(groups: list[str], series: dict[str, list[float | Spread | None]], ylabel: str, path: Path,
          fmt: str) -> Path | None:
     """Grouped bars with their values on top: one group per row label, one bar per series (None: no
-    bar); a value over seeds is a bar at the mean with a sample-sd error bar (when n > 1).
+    bar); a value over seeds is a bar at the mean with a sample-sd error bar (when n > 1), a pooled
+    ratio a bar at the pooled value with its bootstrap interval (cells.error_bar).
 
     Rows with no value in any series are left out.
     """
-    def mean(v):
-        return v.mean if isinstance(v, Spread) else v
-
-    def sd(v):
-        return (v.sd or 0.0) if isinstance(v, Spread) else 0.0
-
-    series = {k: [None if mean(v) is None else v for v in vs] for k, vs in series.items()}
+    seeded = any(isinstance(v, Spread) for vs in series.values() for v in vs)
+    pooled = any(isinstance(v, Spread) and v.pooled for vs in series.values() for v in vs)
+    series = {k: [error_bar(v) for v in vs] for k, vs in series.items()}
     keep = [i for i in range(len(groups)) if any(vs[i] is not None for vs in series.values())]
     if not keep:
         return None
@@ -36,14 +33,13 @@ def bars(groups: list[str], series: dict[str, list[float | Spread | None]], ylab
     width = 0.8 / max(1, len(series))
     for i, (label, vs) in enumerate(series.items()):
         drawn = [(g + i * width, v) for g, v in enumerate(vs) if v is not None]
-        errors = [sd(v) for _, v in drawn]
-        container = ax.bar([x for x, _ in drawn], [mean(v) for _, v in drawn], width, label=label,
-                           yerr=errors if any(errors) else None, capsize=2)
+        errors = [[bar[0] for _, (_, bar) in drawn], [bar[1] for _, (_, bar) in drawn]]
+        container = ax.bar([x for x, _ in drawn], [est for _, (est, _) in drawn], width, label=label,
+                           yerr=errors if any(map(any, errors)) else None, capsize=2)
         ax.bar_label(container, fmt=fmt, fontsize=6, rotation=90, padding=2)
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], groups, rotation=45, ha="right", fontsize=8)
     ax.margins(y=0.15)  # room for the labels
-    seeded = any(isinstance(v, Spread) for vs in series.values() for v in vs)
-    ax.set_ylabel(ylabel + (" (mean ± sd over seeds)" if seeded else ""))
+    ax.set_ylabel(ylabel + (" (pooled, 95% CI)" if pooled else " (mean ± sd over seeds)" if seeded else ""))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)

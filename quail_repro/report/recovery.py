@@ -9,7 +9,7 @@ from quail_repro.report.cells import Spread
 from quail_repro.report.sweep import Row, Sweep, precision_labels
 from quail_repro.report.table import Table, job_notes, key_name, label_cells, label_columns
 from quail_repro.results import Results
-from quail_repro.stats import recovery_interval
+from quail_repro.stats import pooled_recovery, recovery_interval
 
 HINGE_INACTIVE = "= base (hinge inactive)"
 
@@ -63,14 +63,16 @@ def read(column: Column, results: Results, precision: str) -> Any:
 
 
 def cell(row: Row, column: Column, precision: str) -> Any:
-    """The row's value of a column; over seeds, a recovery ratio also gets its 95% bootstrap
-    interval over seeds and questions, when every seed with a ratio kept its per-question scores."""
+    """The row's value of a column; over seeds, a recovery ratio is the pooled ratio over every seed's
+    items (stats.pooled_recovery) with its 95% bootstrap interval over seeds and source documents, the
+    per-seed ratios beside it, when every seed kept its per-item scores."""
     value = row.cell(lambda results: read(column, results, precision))
-    if column.source != "recovery" or not isinstance(value, Spread) or not value.n:
+    if column.source != "recovery" or not isinstance(value, Spread):
         return value
-    items = [j.results.recovery_items.get(precision, {}).get(column.key) for j in row.shown
-             if j.results.recovery_of(precision, column.key) is not None]
-    return replace(value, interval=recovery_interval(items)) if all(items) else value
+    items = [j.results.recovery_items.get(precision, {}).get(column.key) for j in row.shown]
+    if not items or not all(items):
+        return value
+    return replace(value, pooled=True, point=pooled_recovery(items), interval=recovery_interval(items))
 
 
 def recovery_table(name: str, report: dict, sweep: Sweep) -> Table:

@@ -34,12 +34,13 @@ def render_markdown(t: Table) -> str:
 
 def render_csv(t: Table) -> str:
     """One CSV column per table column; a column over seeds becomes ``mean``, ``sd`` and ``n``
-    columns (and ``ci95 low``/``high`` where it has bootstrap intervals)."""
+    columns (and ``pooled``, ``ci95 low``/``high`` where it has a pooled estimate and its bootstrap interval)."""
     def spread_parts(i: int) -> list[str]:
         cells = [row[i] for row in t.rows if isinstance(row[i], Spread)]
         if not cells:
             return []
-        return ["mean", "sd", "n"] + (["ci95 low", "ci95 high"] if any(c.interval for c in cells) else [])
+        return (["mean", "sd", "n"] + (["pooled"] if any(c.pooled for c in cells) else [])
+                + (["ci95 low", "ci95 high"] if any(c.interval for c in cells) else []))
 
     parts = [spread_parts(i) for i in range(len(t.columns))]
 
@@ -49,7 +50,8 @@ def render_csv(t: Table) -> str:
         if not isinstance(cell, Spread):  # a published number, a status text: in the mean column
             return ["" if cell is None else cell] + [""] * (len(column_parts) - 1)
         low, high = cell.interval or ("", "")
-        by_part = {"mean": cell.mean, "sd": cell.sd, "n": cell.n, "ci95 low": low, "ci95 high": high}
+        by_part = {"mean": cell.mean, "sd": cell.sd, "n": cell.n, "pooled": cell.point, "ci95 low": low,
+                   "ci95 high": high}
         return ["" if by_part[p] is None else by_part[p] for p in column_parts]
 
     buf = io.StringIO()

@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from quail_repro.plotting import pyplot
-from quail_repro.report.cells import Spread
+from quail_repro.report.cells import Spread, error_bar
 from quail_repro.report.recovery import Column, cell, per_precision_table
 from quail_repro.report.sweep import Row, Sweep, precision_labels
 from quail_repro.report.table import Table
@@ -59,17 +59,6 @@ def _setting(row: Row) -> tuple[int, str, float] | None:
             OmegaConf.select(config, "method.lr"))
 
 
-def _point(value) -> tuple[float, tuple[float, float]] | None:
-    """(mean, (below, above)): the error bar is the bootstrap interval, else ± sd, else none."""
-    if isinstance(value, Spread):
-        if value.mean is None:
-            return None
-        if value.interval is not None:
-            return value.mean, (value.mean - value.interval[0], value.interval[1] - value.mean)
-        return value.mean, (value.sd or 0.0, value.sd or 0.0)
-    return None if value is None else (value, (0.0, 0.0))
-
-
 def scale_figure(sweep: Sweep, path: Path) -> Path | None:
     """KnowMem-forget recovery against width (log 2 axis), one panel per quantized precision and
     one line per storage and lr; error bars: 95% bootstrap interval over seeds and questions.
@@ -88,7 +77,7 @@ def scale_figure(sweep: Sweep, path: Path) -> Path | None:
             if isinstance(value, Spread) and value.interval == UNBOUNDED:  # no error bar to draw
                 unbounded += 1
                 continue
-            point = _point(value)
+            point = error_bar(value)
             if point is not None and width is not None:
                 lines[q].setdefault(f"{kind}, lr {lr:g}", []).append((width, *point))
     if not any(lines.values()):
