@@ -5,8 +5,8 @@
 
 For each precision: MUSE's metrics of both models, the recovery ratio of the unlearned model
 (what quantization gave back of what unlearning removed), its bucket overlap and update transfer
-against the original. A thin entry point over the pipeline's own stage functions (stages.evaluate
-through pipeline.evaluate_all, pipeline.recovery, stages.analyse), on a config composed as
+against the original. A thin entry point over the pipeline's own stage functions (stages.evaluate_all,
+stages.analyse, recovery.row_recovery), on a config composed as
 ``+audit=default`` (conf/audit/default.yaml holds every default), so every number is cached and
 computed exactly as in a table row. Exit status: 0 every gated ratio within --max-recovery, 1 some
 ratio above it, 2 the audit could not run or some precision could not be evaluated.
@@ -33,7 +33,7 @@ from quail_repro.compose import compose_config  # noqa: E402
 from quail_repro.errors import ConfigError, DataError, QuailError  # noqa: E402
 from quail_repro.eval.muse_eval import corpus_notes  # noqa: E402
 from quail_repro.models.base import ModelRef, resolve_dtype  # noqa: E402
-from quail_repro.pipeline import evaluate_all, recovery  # noqa: E402
+from quail_repro.recovery import row_recovery  # noqa: E402
 from quail_repro.report.render import render_markdown  # noqa: E402
 from quail_repro.report.table import Table  # noqa: E402
 from quail_repro.results import METRICS, RECOVERY_METRICS, Results, write_json  # noqa: E402
@@ -103,25 +103,26 @@ def audit(cfg: DictConfig, original: str, unlearned: str) -> dict:
     """The audit's findings (audit.json): per precision both models' metrics, the recovery ratios,
     bucket overlap, transfer coefficient, and the verdict against audit.max_recovery."""
     numerics.apply(cfg.numerics, resolve_device(cfg.device))  # before any kernel (numerics.py)
-    cfg, bad_quant = check_config(cfg)
+    cfg, parts = check_config(cfg)
     a = cfg.audit
     unknown = sorted(set(a.gate) - set(RECOVERY_METRICS))
     if unknown:
         raise ConfigError(f"audit.gate: {unknown} have no recovery ratio; choose from {list(RECOVERY_METRICS)}")
-    cache = numerics.open_cache(cfg)
-    data = stages.prepare_data(cfg, cache)
+    r = stages.Run(cfg, numerics.open_cache(cfg), parts)
+    data = r.data = stages.prepare_data(r)
     if data.classification:
         raise ConfigError(f"the audit measures MUSE's metrics; dataset={cfg.dataset.name} is a classification task")
     refs = {"original": checkpoint(original), "unlearned": checkpoint(unlearned)}
     retrain = checkpoint(a.retrain) if a.retrain else None
-    models = stages.Models(target=refs["original"], retrain=retrain, dtype=resolve_dtype(a.dtype))
-    auc = stages.reference_auc(cfg, data, models, cache) if retrain or data.auc_retrain is not None else None
+    r.models = stages.Models(target=refs["original"], retrain=retrain, dtype=resolve_dtype(a.dtype))
+    auc = r.auc_retrain = stages.reference_auc(r) if retrain or data.auc_retrain is not None else None
     precisions = list(cfg.quant)
     runs = {role: Results(model=ref.key, dataset=cfg.dataset.name, method=role, seed=cfg.seed)
             for role, ref in refs.items()}  # collects each precision's metrics or failure
-    evals = {role: evaluate_all(cfg, ref, precisions, data, models, auc, cache, bad_quant, runs[role])
-             for role, ref in refs.items()}
-    ratios, _ = recovery(evals["unlearned"], evals["original"], precisions, RECOVERY_METRICS)
+    evals = {role: stages.evaluate_all(r, ref, precisions, with_utility=True) for role, ref in refs.items()}
+    for role, found in evals.items():
+        stages.record(runs[role], found)
+    ratios, _ = row_recovery(evals["unlearned"], evals["original"], precisions, RECOVERY_METRICS)
     rows = {}
     for q in precisions:
         row = {role: runs[role].metrics[q].to_dict() for role in refs}
@@ -131,7 +132,7 @@ def audit(cfg: DictConfig, original: str, unlearned: str) -> dict:
             row["exceeds"] = [k for k in a.gate if ratios[q][k] is not None and ratios[q][k] > a.max_recovery]
             if not errors and cfg.analysis.enabled:  # analysis.enabled=false skips two model loads per precision
                 try:
-                    stats = stages.analyse(cfg, refs["unlearned"], cfg.quant[q], data, models, cache).stats
+                    stats = stages.analyse(r, refs["unlearned"], q).stats
                     row.update(bucket_overlap=stats["bucket_overlap"], transfer_coef=stats["transfer_coef"])
                 except QuailError as err:  # e.g. a quantizer without codes: noted, not a verdict
                     row["analysis_error"] = str(err)
@@ -178,7 +179,8 @@ def table(report: dict) -> Table:
         t.notes.append("PrivLeak needs a reference AUC (--retrain PATH, or a dataset with a published one): "
                        "not computed")
     t.notes.append("recovery ratio: (unlearned at q - unlearned at full) / (original at q - unlearned at full); "
-                   "— where undefined (the original at q scores as the unlearned model at full)")
+                   "— where undefined (the denominator is not positive, or unlearning removed less than one "
+                   "item's worth at full precision)")
     return t
 
 

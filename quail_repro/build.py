@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from quail_repro.errors import QuailError
 
 
-def make(node: DictConfig, **run_time_args):
+def from_config(node: DictConfig, **run_time_args):
     """``hydra.utils.instantiate``, re-raising the harness's own errors instead of Hydra's wrapper.
 
     ``run_time_args`` are objects or values known only at run time (a base method, a margin).

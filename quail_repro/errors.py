@@ -29,3 +29,13 @@ class Diverged(QuailError):
     def __init__(self, step: int, loss: float, reason: str):
         self.step, self.loss, self.reason = step, loss, reason
         super().__init__(f"loss diverged at step {step}: {reason} (loss={loss})")
+
+
+def int_option(name: str, value, *, minimum: int, allow_none: bool = False) -> int | None:
+    """``value`` as the integer option ``name`` must be (>= ``minimum``; None where allowed), else a
+    ConfigError naming it."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}{' or null' if allow_none else ''}, got {value!r}")
+    return value

@@ -141,9 +141,8 @@ class WandbLogger(NullLogger):
     one sweep share a group; a single run has no group.
     """
 
-    def __init__(self, project: str, entity: str | None = None, mode: str = "offline",
-                 group: str | None = None, job_type: str | None = None, run_name: str | None = None,
-                 tags: list[str] | None = None, dir: str | None = None, *, run_id: str | None, resume: str,
+    def __init__(self, *, project: str, entity: str | None, mode: str, group: str | None, job_type: str | None,
+                 run_name: str | None, tags: list[str], dir: str | None, run_id: str | None, resume: str,
                  osh_command_dir: str | None):
         self.settings = dict(project=project, entity=entity, mode=mode, group=group, job_type=job_type,
                              name=run_name, tags=list(tags or []), dir=dir, resume=resume)

@@ -1,6 +1,6 @@
 """Where a run's numbers were made. The CPU's kernel level (AVX2, AVX-512) and the number of
 threads change the order of floating-point sums, so one config gives other numbers on another
-machine or thread count (README, "On a second machine"); results.json records them."""
+machine or thread count (docs/results/numerics.md); results.json records them."""
 from __future__ import annotations
 
 import platform

@@ -216,6 +216,14 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_generations(run_dir: Path, generations: dict[str, dict]) -> None:
+    """Every prompt, reference, output and per-item score behind each precision's metrics:
+    generations/PRECISION.json."""
+    (run_dir / "generations").mkdir(exist_ok=True)
+    for qname, gens in generations.items():
+        write_json(run_dir / "generations" / f"{qname}.json", gens)
+
+
 def write_results(run_dir: Path, results: Results) -> Path:
     """results.json, unless that would replace a finished run's results with a failure."""
     path = Path(run_dir) / "results.json"

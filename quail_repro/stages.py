@@ -1,43 +1,48 @@
 """The stages: data -> target/retrain -> unlearn -> quantize + evaluate -> analyse.
 
-Each stage is a function of (config, its inputs, cache) that returns a value; its
-output is a cache entry keyed by everything that made it (cache.py), so a sweep never
-recomputes a corpus, a model, an unlearned model or an evaluation it already has.
-``cfg.device`` is the resolved device (validate.check_config sets it before any stage).
+Each stage is a function of the :class:`Run` (config, cache, and what earlier stages made) that
+returns a value; its output is a cache entry keyed by everything that made it (cache.py), so a
+sweep never recomputes a corpus, a model, an unlearned model or an evaluation it already has.
+``run.cfg.device`` is the resolved device (validate.check_config sets it before any stage).
 """
 from __future__ import annotations
 
 import copy
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig
 from transformers import AutoTokenizer
 
-from quail_repro.analysis import (analyse_buckets, layer_names_for, logit_shifts, plot_dw_histogram,
-                                  plot_overlap_per_layer, quantizer_codes)
-from quail_repro.build import make
+from quail_repro.analysis import analyse_buckets, layer_names_for, logit_shifts, quantizer_codes
 from quail_repro.cache import Cache
 from quail_repro.classify import CLASSIFICATION, encode, evaluate_classifier
 from quail_repro.data.tweets import TweetCorpus
 from quail_repro.data.muse import MuseCorpus, load_muse
-from quail_repro.errors import ConfigError, Diverged
+from quail_repro.errors import ConfigError, Diverged, QuailError
 from quail_repro.eval.muse_eval import evaluate_muse, privleak_auc_of
 from quail_repro.eval.utility import enabled as utility_enabled, run_utility, write_corpus_tasks
+from quail_repro.methods.quail import Quail
 from quail_repro.models.base import ModelRef
+from quail_repro.plotting import plot_dw_histogram, plot_overlap_per_layer
 from quail_repro.quant.base import FullPrecision
-from quail_repro.results import Unlearning, write_json
+from quail_repro.results import PrecisionMetrics, Results, Unlearning, write_json
 from quail_repro.train import CAUSAL_LM, UnlearnConfig, pack_texts, unlearn as unlearn_loop, unlearning_blocks
+
+if TYPE_CHECKING:  # the components are built by validate.py, which imports this module
+    from quail_repro.validate import Components
 
 log = logging.getLogger(__name__)
 #: bump when the analysis gains or changes statistics, so cached analyses are redone
 #: (2: update transfer and KL added; 3: where the update lives: frac_changed, |w| of the changed
-#: weights, by_code and by_abs_w_decile)
-ANALYSIS_VERSION = 3
+#: weights, by_code and by_abs_w_decile; 4: the per-weight |dw|/Delta array saved as dw_in_steps.pt)
+ANALYSIS_VERSION = 4
 #: bump when a change to the analysis figures' drawing code should redraw cached figures
 FIGURES_VERSION = 1
 
@@ -75,6 +80,26 @@ class Evaluation:
     utility: dict  # lm-eval task -> {metric: value} (eval.utility; empty when off)
 
 
+@dataclass
+class Run:
+    """What a run's stages share: the checked config, its components (built once, validate.py), the
+    cache, and what the earlier stages made."""
+    cfg: DictConfig
+    cache: Cache
+    parts: Components
+    data: Data | None = None
+    models: Models | None = None
+    auc_retrain: float | None = None  # PrivLeak's reference AUC (reference_auc)
+
+    @classmethod
+    def of(cls, cfg: DictConfig, cache: Cache, **made) -> "Run":
+        """A Run with ``cfg``'s components built (validate.build_components), for callers that hold a
+        config without the pipeline's check (tests, scripts)."""
+        from quail_repro.validate import build_components  # validate imports this module
+
+        return cls(cfg, cache, build_components(cfg), **made)
+
+
 def load(ref: ModelRef, cfg: DictConfig, dtype: torch.dtype, quantizer=None):
     """A saved model (at a precision) and its tokenizer, ready for evaluation."""
     model = (quantizer or FullPrecision("none")).load(ref.path, dtype=dtype, device=cfg.device)
@@ -93,9 +118,9 @@ def _read(entry: Path, name: str):
 _CORPORA: dict[tuple[str, str, str], object] = {}
 
 
-def prepare_data(cfg: DictConfig, cache: Cache) -> Data:
-    source = make(cfg.dataset)
-    path, key = source.prepare(cache)
+def prepare_data(run: Run) -> Data:
+    source = run.parts.source
+    path, key = source.prepare(run.cache)
     memo = (type(source).__qualname__, str(path), key)
     if memo not in _CORPORA:
         _CORPORA[memo] = getattr(source, "load", load_muse)(path)
@@ -103,15 +128,23 @@ def prepare_data(cfg: DictConfig, cache: Cache) -> Data:
     return Data(copy.deepcopy(_CORPORA[memo]), key, source.privleak_auc_retrain)
 
 
-def prepare_models(cfg: DictConfig, data: Data, cache: Cache) -> Models:
-    recipe = make(cfg.model)
-    refs = recipe.prepare(data.corpus, data.key, cache, cfg.device)
+def prepare_models(run: Run) -> Models:
+    recipe = run.parts.recipe
+    refs = recipe.prepare(run.data.corpus, run.data.key, run.cache, run.cfg.device)
     return Models(refs["target"], refs["retrain"], recipe.dtype)
 
 
-def reference_auc(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> float:
+def prepare(run: Run) -> Run:
+    """The data, then the target and retrain models, into ``run`` (every later stage needs both)."""
+    run.data = prepare_data(run)
+    run.models = prepare_models(run)
+    return run
+
+
+def reference_auc(run: Run) -> float | None:
     """PrivLeak's reference AUC: a configured constant, or measured on our retrain model
     (None for the classification task, which has no PrivLeak)."""
+    cfg, data, models, cache = run.cfg, run.data, run.models, run.cache
     if data.auc_retrain is not None:
         return float(data.auc_retrain)
     if data.classification:
@@ -143,21 +176,15 @@ def half_step(model, quantizer, aggregate: str) -> float:
     return 0.5 * AUTO_MARGIN_REDUCERS[aggregate](steps).item()
 
 
-def build_method(method_cfg: DictConfig, target_model):
-    """The configured loss; with a ``hinge`` node, wrapped in QUAIL's hinge.
-
-    Returns the method and its margin as resolved at run time (None without a hinge).
-    """
-    base = make(method_cfg.loss)
-    if method_cfg.get("saliency") is not None:  # SURE: the base loss on the salient modules only
-        base = make(method_cfg.saliency, base=base)
-    if method_cfg.get("hinge") is None:
-        return base, None
-    margin = method_cfg.hinge.margin
-    if margin == "auto":
+def resolve_auto_margin(method, method_cfg: DictConfig, target_model, quantizer) -> float | None:
+    """QUAIL's margin: an auto one measured now (scale * half the step of ``quantizer`` on the
+    target's weights, aggregated over them); None for a method without a hinge."""
+    if not isinstance(method, Quail):
+        return None
+    if method.margin is None:
         a = method_cfg.auto_margin
-        margin = a.scale * half_step(target_model, make(a.quantizer), a.aggregate)
-    return make(method_cfg.hinge, base=base, margin=float(margin)), float(margin)
+        method.resolve_margin(a.scale * half_step(target_model, quantizer, a.aggregate))
+    return method.margin
 
 
 def _hinge_activity(history: list[dict]) -> dict:
@@ -168,8 +195,9 @@ def _hinge_activity(history: list[dict]) -> dict:
             "hinge_mean": sum(row["hinge"] for row in history) / len(history)}
 
 
-def unlearn(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> Unlearned:
+def unlearn(run: Run) -> Unlearned:
     """The model a row evaluates: the target or retrain model itself, or the target unlearned."""
+    cfg, data, models, cache = run.cfg, run.data, run.models, run.cache
     m = cfg.method
     if m.loss is None:
         if m.name not in ("target", "retrain"):
@@ -183,14 +211,15 @@ def unlearn(cfg: DictConfig, data: Data, models: Models, cache: Cache) -> Unlear
 
     def build(d: Path):
         model, tok = load(models.target, cfg, train_dtype)
-        method, margin = build_method(m, model)
+        method = run.parts.method
+        margin = resolve_auto_margin(method, m, model, run.parts.margin_quantizer)
         reference = None  # the frozen original, loaded only for methods that compare with it (a 7B copy is 13.5 GB)
         if method.reference_on_forget or method.reference_on_retain:
             reference, _ = load(models.target, cfg, train_dtype)
             reference.requires_grad_(False)
         forget, retain = (_posts if data.classification else _blocks)(tok, data.corpus, m, method.uses_retain)
         extra = {} if margin is None else {"margin": margin}
-        adapter = make(m.lora) if m.get("lora") is not None else None  # LoRA: the loss trains an adapter
+        adapter = run.parts.adapter  # LoRA: the loss trains an adapter
         trained = adapter.attach(model) if adapter else model
         try:
             history = unlearn_loop(trained, reference, method, forget, retain, settings, desc=f"unlearn {m.name}",
@@ -230,11 +259,11 @@ def _posts(tok, corpus: TweetCorpus, m: DictConfig, uses_retain: bool):
 # -- quantize + evaluate, analyse ---------------------------------------------------------
 
 
-def evaluate(cfg: DictConfig, ref: ModelRef, quant_cfg: DictConfig, data: Data, models: Models,
-             auc_retrain: float, cache: Cache, with_utility: bool = True) -> Evaluation:
+def evaluate(run: Run, ref: ModelRef, precision: str, with_utility: bool = True) -> Evaluation:
     """MUSE's metrics (the classification task's, classify.evaluate_classifier) of ``ref`` loaded
-    at one precision (raises QuailError if it cannot run)."""
-    quantizer = make(quant_cfg)
+    at one precision of ``cfg.quant`` (raises QuailError if it cannot run)."""
+    cfg, data, models, cache, auc_retrain = run.cfg, run.data, run.models, run.cache, run.auc_retrain
+    quantizer = _quantizer(run, precision)
     if hasattr(quantizer, "use_corpus"):  # GPTQ/AWQ calibrate on the corpus's own text
         quantizer.use_corpus(data.corpus)
     loaded = []  # the model at this precision, loaded once for MUSE's metrics and lm-eval's utility
@@ -257,14 +286,46 @@ def evaluate(cfg: DictConfig, ref: ModelRef, quant_cfg: DictConfig, data: Data, 
         write_json(d / "generations.json", generations)
 
     entry = cache.get_or_build("eval", spec, build)
-    scores = utility(cfg, ref, quantizer, data, models, cache, model_at_precision) if with_utility else {}
+    scores = utility(run, ref, quantizer, model_at_precision) if with_utility else {}
     return Evaluation(_read(entry, "metrics.json"), _read(entry, "generations.json"), quantizer.describe(), scores)
 
 
-def utility(cfg: DictConfig, ref: ModelRef, quantizer, data: Data, models: Models, cache: Cache,
-            model_at_precision) -> dict:
+def _quantizer(run: Run, precision: str):
+    """The precision's quantizer, as built with the run's components (QuailError: it could not be)."""
+    if precision in run.parts.bad_quant:
+        raise QuailError(run.parts.bad_quant[precision])
+    return run.parts.quantizers[precision]
+
+
+def evaluate_all(run: Run, ref: ModelRef, precisions: list[str], with_utility: bool) -> dict[str, Evaluation | str]:
+    """``ref`` at each of ``precisions``; a precision that cannot run (e.g. a quantizer this device
+    cannot run) is its error message, and the others still run."""
+    out = {}
+    for qname in precisions:
+        try:
+            out[qname] = evaluate(run, ref, qname, with_utility)
+        except QuailError as err:
+            log.error("evaluation of %s at %s failed: %s", ref.key, qname, err)
+            out[qname] = str(err)
+    return out
+
+
+def record(results: Results, evals: dict[str, Evaluation | str]) -> None:
+    """Each precision's metrics, quantizer settings and utility into ``results``; a failed one as failed."""
+    for qname, e in evals.items():
+        if isinstance(e, str):
+            results.metrics[qname] = PrecisionMetrics(status="failed", error=e)
+            continue
+        results.metrics[qname] = PrecisionMetrics(**e.metrics)
+        results.quant[qname] = e.quant
+        if e.utility:
+            results.utility[qname] = e.utility
+
+
+def utility(run: Run, ref: ModelRef, quantizer, model_at_precision) -> dict:
     """lm-eval's tasks (eval.utility) on ``ref`` at one precision, on the model already loaded
     for MUSE's metrics when there is one; {} when utility is off."""
+    cfg, data, models, cache = run.cfg, run.data, run.models, run.cache
     u = cfg.eval.get("utility")
     if not utility_enabled(u):
         return {}
@@ -290,16 +351,16 @@ class Analysis:
     entry: Path  # the cache entry (its name is the key analysis_figures draws by)
 
     @property
-    def dw_over_step(self) -> torch.Tensor:
-        """|dw| / Delta per weight, for the histogram (read only when a figure is drawn)."""
-        return torch.load(self.entry / "dw_over_step.pt")
+    def dw_in_steps(self) -> torch.Tensor:
+        """Each weight's |dw| / Delta, for the histogram (read only when a figure is drawn)."""
+        return torch.load(self.entry / "dw_in_steps.pt")
 
 
-def analyse(cfg: DictConfig, subject: ModelRef, quant_cfg: DictConfig, data: Data, models: Models,
-            cache: Cache) -> Analysis | None:
+def analyse(run: Run, subject: ModelRef, precision: str) -> Analysis | None:
     """Bucket overlap, |dw| statistics and logit shifts of ``subject`` vs the target at one
-    precision; None for a quantizer without codes (full precision)."""
-    quantizer = make(quant_cfg)
+    precision of ``cfg.quant``; None for a quantizer without codes (full precision)."""
+    cfg, data, models, cache = run.cfg, run.data, run.models, run.cache
+    quantizer = _quantizer(run, precision)
     if isinstance(quantizer, FullPrecision):
         return None
     if hasattr(quantizer, "use_corpus"):  # checked before two models are loaded for nothing
@@ -315,7 +376,7 @@ def analyse(cfg: DictConfig, subject: ModelRef, quant_cfg: DictConfig, data: Dat
         names = layer_names_for(t_model)
         t_state, u_state = t_model.state_dict(), u_model.state_dict()
         stats, ratios = analyse_buckets(t_state, u_state, names, quantizer, dtype=models.dtype)
-        torch.save(ratios, d / "dw_over_step.pt")
+        torch.save(ratios, d / "dw_in_steps.pt")
         task = CLASSIFICATION if data.classification else CAUSAL_LM
         if data.classification:  # the forget posts, one scored position (the class logits) each
             blocks = encode(tok, data.corpus.split("forget"), a.max_length)
@@ -345,9 +406,28 @@ def analysis_figures(analyses: dict[str, Analysis], cache: Cache) -> dict[str, P
              "analysis/bucket_overlap_per_layer": "bucket_overlap_per_layer.png"}
 
     def build(d: Path):
-        plot_dw_histogram({q: a.dw_over_step for q, a in analyses.items()}, d / files["analysis/dw_over_step_hist"])
+        plot_dw_histogram({q: a.dw_in_steps for q, a in analyses.items()}, d / files["analysis/dw_over_step_hist"])
         plot_overlap_per_layer({q: a.stats["per_layer"] for q, a in analyses.items()},
                                d / files["analysis/bucket_overlap_per_layer"])
 
     entry = cache.get_or_build("figures", spec, build)
     return {name: entry / f for name, f in files.items()}
+
+
+def analyse_all(run: Run, subject: ModelRef, run_dir: Path) -> tuple[dict, dict[str, Path]]:
+    """Per-precision bucket analysis (a precision whose analysis cannot run: its error), and the
+    two figures copied into the run folder."""
+    out, analyses = {}, {}
+    for qname in run.cfg.quant:
+        try:
+            res = analyse(run, subject, qname)
+        except QuailError as err:
+            out[qname] = {"status": "failed", "error": str(err)}
+            continue
+        if res is not None:
+            out[qname], analyses[qname] = res.stats, res
+    figures = {}
+    for name, cached in (analysis_figures(analyses, run.cache) if analyses else {}).items():
+        figures[name] = run_dir / cached.name
+        shutil.copyfile(cached, figures[name])
+    return out, figures

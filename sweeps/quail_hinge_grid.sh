@@ -2,7 +2,7 @@
 # QUAIL's hinge on the embedded default: gamma x margin (Hydra multirun, basic launcher).
 # margin=auto is the paper's reading (half the rtn_int4 step on the target's weights, in
 # logit units); the numbers are logit-space l2 margins around the ~35 that GA_GDR's
-# unlearning already moves forget logits (see README "QUAIL on the embedded default").
+# unlearning already moves forget logits (results: docs/results/quail_hinge.md).
 # Usage: bash sweeps/quail_hinge_grid.sh [extra overrides]
 set -euo pipefail
 cd "$(dirname "$0")/.."

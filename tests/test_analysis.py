@@ -7,15 +7,14 @@ import torch
 
 from quail_repro.analysis import (
     bucket_analysis,
-    dw_over_step,
+    dw_in_steps,
     layer_names_for,
     logit_distance,
     logit_shifts,
-    plot_dw_histogram,
-    plot_overlap_per_layer,
     quantizer_codes,
 )
 from quail_repro.errors import ConfigError
+from quail_repro.plotting import plot_dw_histogram, plot_overlap_per_layer
 from quail_repro.quant import (RTN, BitsAndBytes4bit, BitsAndBytes8bit, FullPrecision, bnb_4bit_codes, bnb_int8_codes,
                                rtn_codes)
 
@@ -98,7 +97,7 @@ def test_rtn_hand_made_moves():
     assert out["bucket_overlap"] == 1 - k / (2 * n) and out["value_overlap"] == out["bucket_overlap"]
     assert out["frac_below_half_step"] == 1 - (k + len(wide)) / (2 * n)
     assert out["max_abs_dw"] == pytest.approx((w1 - w0).abs().max().item())
-    ratios = dw_over_step({"a": w0}, {"a": w1}, ["a"], RTN4)
+    ratios = dw_in_steps({"a": w0}, {"a": w1}, ["a"], RTN4)
     assert ratios.shape == (n,) and ratios.dtype == torch.float32
     assert int((ratios >= 0.5).sum()) == k + len(wide) and ratios.max() < 2
 
@@ -146,7 +145,7 @@ def test_bnb_int8_one_weight_moved():
 
 def test_full_precision_has_no_buckets():
     with pytest.raises(ConfigError, match="RTN or BitsAndBytes"):
-        quantizer_codes(FullPrecision(), torch.zeros(2, 8))
+        quantizer_codes(FullPrecision("none"), torch.zeros(2, 8))
 
 
 def test_logit_distance_kinds():

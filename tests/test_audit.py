@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 
 from quail_repro import CONF_DIR, stages
 from quail_repro.audit import main
-from quail_repro.build import make
+from quail_repro.build import from_config
 from quail_repro.cache import Cache
 from quail_repro.compose import compose_config
 from quail_repro.validate import check_config
@@ -31,10 +31,9 @@ def pair(tmp_path_factory):
                                            "method=ga_gdr"])
     cfg, _ = check_config(cfg)
     cache = Cache(str(cache_dir))
-    corpus_dir, _ = make(cfg.dataset).prepare(cache)
-    data = stages.prepare_data(cfg, cache)
-    models = stages.prepare_models(cfg, data, cache)
-    unlearned = stages.unlearn(cfg, data, models, cache).subject
+    corpus_dir, _ = from_config(cfg.dataset).prepare(cache)
+    r = stages.prepare(stages.Run.of(cfg, cache))
+    models, unlearned = r.models, stages.unlearn(r).subject
     original = tmp_path_factory.mktemp("original")  # a checkpoint as published: weights and tokenizer
     shutil.copytree(models.target.path, original, dirs_exist_ok=True)
     shutil.copytree(models.target.tokenizer, original, dirs_exist_ok=True)

@@ -9,10 +9,10 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
 from quail_repro import stages
-from quail_repro.build import make
+from quail_repro.build import from_config
 from quail_repro.cache import Cache
 from quail_repro.train import UnlearnConfig, unlearn, unlearning_blocks
-from quail_repro.validate import check_config
+from quail_repro.validate import build_method, check_config
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -28,9 +28,8 @@ def toy_cfg(cache, *overrides):
 def emulated(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
     cfg = toy_cfg(root, "model.train.param_dtype=bfloat16_emulated")
-    cache = Cache(root)
-    data = stages.prepare_data(cfg, cache)
-    return cfg, data, stages.prepare_models(cfg, data, cache)
+    r = stages.prepare(stages.Run.of(cfg, Cache(root)))
+    return cfg, r.data, r.models
 
 
 def test_every_saved_weight_is_bf16(emulated):
@@ -47,7 +46,7 @@ def test_native_storage_keeps_the_old_cache_keys():
     def train_key(param_dtype):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose("config", overrides=[f"model.train.param_dtype={param_dtype}"])
-        return make(cfg.model)._train_key()
+        return from_config(cfg.model)._train_key()
 
     native, emulated = train_key("native"), train_key("bfloat16_emulated")
     assert "param_dtype" not in native  # the default: keys as before the setting existed
@@ -58,7 +57,7 @@ def _one_step(cfg, data, models, start: dict, param_dtype: str) -> dict:
     """One unlearning step of cfg.method from weights ``start``, at lr 1e-5 (the reference's)."""
     model, tok = stages.load(models.target, cfg, torch.float32)
     model.load_state_dict(start)
-    method, _ = stages.build_method(cfg.method, model)
+    method, _, _ = build_method(cfg.method)
     m = cfg.method
     forget = unlearning_blocks(tok, data.corpus.raw[m.forget_split], m.max_length, m.data_layout)
     retain = unlearning_blocks(tok, data.corpus.raw[m.retain_split], m.max_length, m.data_layout)

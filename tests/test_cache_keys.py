@@ -35,13 +35,14 @@ def compose_cfg(*overrides, device="cpu"):
 
 def keys(cfg, tmp_path) -> dict[str, str]:
     cache = KeyRecorder(tmp_path)
-    data = stages.Data(corpus=None, key=cfg.dataset.path, auc_retrain=cfg.dataset.privleak_auc_retrain)
-    models = stages.prepare_models(cfg, data, cache)
+    r = stages.Run.of(cfg, cache, auc_retrain=0.5,
+                   data=stages.Data(corpus=None, key=cfg.dataset.path, auc_retrain=cfg.dataset.privleak_auc_retrain))
+    r.models = stages.prepare_models(r)
     out = {}
     for name, call in {
-        "unlearn": lambda: stages.unlearn(cfg, data, models, cache),
-        "eval": lambda: stages.evaluate(cfg, models.target, cfg.quant.bnb_nf4, data, models, 0.5, cache),
-        "analysis": lambda: stages.analyse(cfg, models.retrain, cfg.quant.bnb_nf4, data, models, cache),
+        "unlearn": lambda: stages.unlearn(r),
+        "eval": lambda: stages.evaluate(r, r.models.target, "bnb_nf4"),
+        "analysis": lambda: stages.analyse(r, r.models.retrain, "bnb_nf4"),
     }.items():
         with pytest.raises(_Looked):
             call()

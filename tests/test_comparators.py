@@ -6,10 +6,11 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from quail_repro import CONF_DIR, stages
-from quail_repro.build import make
+from quail_repro.build import from_config
 from quail_repro.cache import Cache
 from quail_repro.errors import ConfigError
-from quail_repro.methods.ga_gdr import GA_GDR
+from quail_repro.methods.ga import GA
+from quail_repro.methods.regularizers import GDR
 from quail_repro.methods.sure import Sure
 from quail_repro.train import UnlearnConfig, unlearn
 from quail_repro.validate import check_config
@@ -33,7 +34,7 @@ def test_sure_trains_only_the_salient_modules():
                                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     blocks = torch.randint(0, 64, (6, 16), generator=torch.Generator().manual_seed(1))
-    method = Sure(GA_GDR(alpha=1.0), percentile=50)
+    method = Sure(GDR(GA(), alpha=1.0), percentile=50)
     saliency = method.saliency(model, None, blocks, 2, stages.CAUSAL_LM)
     unlearn(model, None, method, blocks, blocks, _settings())  # weight decay on: a frozen weight must not decay
     chosen = set(method.selected)
@@ -46,16 +47,15 @@ def test_sure_trains_only_the_salient_modules():
 
 def test_sure_rejects_a_bad_percentile():
     with pytest.raises(ConfigError, match="percentile"):
-        Sure(GA_GDR(alpha=1.0), percentile=100)
+        Sure(GDR(GA(), alpha=1.0), percentile=100)
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     cache_dir = tmp_path_factory.mktemp("cache")
     cfg = _cfg(cache_dir)
-    cache = Cache(str(cache_dir))
-    data = stages.prepare_data(cfg, cache)
-    return cache_dir, cache, data, stages.prepare_models(cfg, data, cache)
+    r = stages.prepare(stages.Run.of(cfg, Cache(str(cache_dir))))
+    return cache_dir, r.cache, r.data, r.models
 
 
 def _states(models, subject):
@@ -66,7 +66,7 @@ def _states(models, subject):
 def test_lora_is_merged_and_leaves_the_other_weights_alone(toy):
     cache_dir, cache, data, models = toy
     cfg = _cfg(cache_dir, "method=lora_ga_gdr", "method.lora.target_modules=[q_proj,v_proj]")
-    target, unlearned = _states(models, stages.unlearn(cfg, data, models, cache).subject)
+    target, unlearned = _states(models, stages.unlearn(stages.Run.of(cfg, cache, data=data, models=models)).subject)
     assert set(unlearned) == set(target)  # a plain model: no adapter tensors left
     for name, w in target.items():
         adapted = any(f"{m}.weight" in name for m in ("q_proj", "v_proj"))
@@ -78,7 +78,7 @@ def test_lora_is_merged_and_leaves_the_other_weights_alone(toy):
 
 def test_sure_through_the_stages_freezes_modules(toy):
     cache_dir, cache, data, models = toy
-    target, unlearned = _states(models, stages.unlearn(_cfg(cache_dir, "method=sure"), data, models, cache).subject)
+    target, unlearned = _states(models, stages.unlearn(stages.Run.of(_cfg(cache_dir, "method=sure"), cache, data=data, models=models)).subject)
     changed = {n for n in target if not torch.equal(unlearned[n], target[n])}
     assert 0 < len(changed) < len(target)
 
@@ -90,12 +90,13 @@ def test_bad_comparator_settings_fail_before_training(tmp_path):
         _cfg(tmp_path, "method=lora_ga_gdr", "method.lora.target_modules=[]")
     with pytest.raises(ConfigError, match="method.lora.r"):
         _cfg(tmp_path, "method=lora_ga_gdr", "method.lora.r=0")
-    assert isinstance(make(_cfg(tmp_path, "method=lora_ga_gdr").method.lora).r, int)
+    assert isinstance(from_config(_cfg(tmp_path, "method=lora_ga_gdr").method.lora).r, int)
 
 
 def test_lora_all_linear_adapts_what_the_quantizers_quantize(toy):
     cache_dir, cache, data, models = toy
-    target, unlearned = _states(models, stages.unlearn(_cfg(cache_dir, "method=lora_ga_gdr"), data, models, cache)
+    target, unlearned = _states(models, stages.unlearn(stages.Run.of(_cfg(cache_dir, "method=lora_ga_gdr"), cache, data=data,
+                                                         models=models))
                                 .subject)
     changed = {n for n in target if not torch.equal(unlearned[n], target[n])}
     linear = {n for n in target if n.endswith("proj.weight")}

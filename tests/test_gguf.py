@@ -8,7 +8,7 @@ from gguf.quants import dequantize, quantize
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from quail_repro.analysis import bucket_analysis, layer_names_for, quantizer_codes
-from quail_repro.build import make
+from quail_repro.build import from_config
 from quail_repro.compose import compose_config
 from quail_repro.errors import ConfigError
 from quail_repro.quant.base import FullPrecision
@@ -36,7 +36,7 @@ def _weight(seed=0, shape=(8, 64)):
 
 @pytest.mark.parametrize("qtype", list(RANGES))
 def test_the_model_holds_the_packages_round_trip_and_the_head_is_untouched(tiny_path, qtype):
-    original = FullPrecision().load(tiny_path, dtype=torch.float32, device="cpu")
+    original = FullPrecision("none").load(tiny_path, dtype=torch.float32, device="cpu")
     model = GGUF(name="g", qtype=qtype).load(tiny_path, dtype=torch.float32, device="cpu")
     state, before = model.state_dict(), original.state_dict()
     names = layer_names_for(original)
@@ -103,6 +103,6 @@ def test_bad_settings_name_the_option():
 @pytest.mark.parametrize("option,qtype", [("gguf_q8_0", "Q8_0"), ("gguf_q4_0", "Q4_0"), ("gguf_q4_1", "Q4_1"),
                                           ("gguf_q5_0", "Q5_0"), ("gguf_q5_1", "Q5_1")])
 def test_every_config_composes_and_builds(option, qtype):
-    q = make(compose_config([f"quant=[none,{option}]"]).quant[option])
+    q = from_config(compose_config([f"quant=[none,{option}]"]).quant[option])
     assert isinstance(q, GGUF) and q.qtype == qtype and q.name == option
     assert q.describe()["qtype"] == qtype and q.describe()["block_size"] == 32

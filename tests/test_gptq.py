@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from quail_repro.build import make
+from quail_repro.build import from_config
 from quail_repro.errors import ConfigError
 from quail_repro.pipeline import run
 
@@ -20,7 +20,7 @@ def cfg(*overrides):
 
 @pytest.mark.parametrize("name, method", [("gptq_int4", "gptq"), ("awq_int4", "awq")])
 def test_the_configs_build_a_quantizer_with_every_setting_described(name, method):
-    q = make(cfg(f"quant=[{name}]").quant[name])
+    q = from_config(cfg(f"quant=[{name}]").quant[name])
     d = q.describe()
     assert (d["name"], d["method"], d["bits"], d["library"]) == (name, method, 4, "gptqmodel")
     assert d["calibration"]["split"] == "retain2" and d["calibration"]["n_samples"] > 0
@@ -32,7 +32,7 @@ def test_the_configs_build_a_quantizer_with_every_setting_described(name, method
                                               ("quant.gptq_int4.calibration.n_samples=0", "n_samples")])
 def test_a_bad_setting_is_a_config_error_naming_it(override, option):
     with pytest.raises(ConfigError, match=option):
-        make(cfg("quant=[gptq_int4]", override).quant.gptq_int4)
+        from_config(cfg("quant=[gptq_int4]", override).quant.gptq_int4)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gptqmodel") is not None, reason="the extra is installed here")

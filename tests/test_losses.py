@@ -8,11 +8,8 @@ from quail_repro import losses
 from quail_repro.errors import ConfigError
 from quail_repro.methods.base import Outputs
 from quail_repro.methods.ga import GA
-from quail_repro.methods.ga_gdr import GA_GDR
-from quail_repro.methods.ga_klr import GA_KLR
 from quail_repro.methods.npo import NPO
-from quail_repro.methods.npo_gdr import NPO_GDR
-from quail_repro.methods.npo_klr import NPO_KLR
+from quail_repro.methods.regularizers import GDR, KLR
 
 LN3 = math.log(3.0)
 
@@ -102,28 +99,31 @@ def test_ga_is_minus_nll_and_ascends():
     assert cur.logits.grad[0, 0, 1].item() > 0
 
 
-@pytest.mark.parametrize("cls,needs_forget_ref,needs_retain_ref", [
-    (GA, False, False), (GA_GDR, False, False), (GA_KLR, False, True),
-    (NPO, True, False), (NPO_GDR, True, False), (NPO_KLR, True, True)])
-def test_methods_declare_their_reference_needs(cls, needs_forget_ref, needs_retain_ref):
+@pytest.mark.parametrize("name,forget_cls,retain_cls,needs_forget_ref,needs_retain_ref", [
+    ("ga", GA, None, False, False), ("ga_gdr", GA, GDR, False, False), ("ga_klr", GA, KLR, False, True),
+    ("npo", NPO, None, True, False), ("npo_gdr", NPO, GDR, True, False), ("npo_klr", NPO, KLR, True, True)])
+def test_methods_compose_and_declare_their_reference_needs(name, forget_cls, retain_cls, needs_forget_ref,
+                                                          needs_retain_ref):
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir
 
-    from quail_repro.build import make
+    from quail_repro.validate import build_method
 
     conf = Path(__file__).resolve().parent.parent / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        m = make(compose("config", overrides=[f"method={cls.__name__.lower()}"]).method.loss)
-    assert type(m) is cls
+        m, _, _ = build_method(compose("config", overrides=[f"method={name}"]).method)
+    # a regularized method is its forget method with a retain term composed over it, no class of its own
+    assert type(m) is (retain_cls or forget_cls)
+    assert type(m.forget_method if retain_cls else m) is forget_cls
     assert m.reference_on_forget is needs_forget_ref
     assert m.reference_on_retain is needs_retain_ref
-    assert m.uses_retain is (cls not in (GA, NPO))
+    assert m.uses_retain is (retain_cls is not None)
 
 
 def test_ga_gdr_total_is_forget_plus_alpha_retain():
     forget, retain = _outputs(LN3), _outputs(0.0)
-    total, parts = GA_GDR(alpha=2.0).loss((forget, None), (retain, None))
+    total, parts = GDR(GA(), alpha=2.0).loss((forget, None), (retain, None))
     expected = math.log(0.75) + 2.0 * math.log(2.0)   # -NLL(forget) + 2 * NLL(retain)
     assert total.item() == pytest.approx(expected)
     assert parts["forget"] == pytest.approx(math.log(0.75))
@@ -133,7 +133,8 @@ def test_ga_gdr_total_is_forget_plus_alpha_retain():
 def test_npo_klr_uses_reference_on_both_sides():
     forget_cur, forget_ref = _outputs(0.0), _outputs(0.0)
     retain_cur, retain_ref = _outputs(-LN3, 0), _outputs(0.0, 0)
-    total, parts = NPO_KLR(alpha=1.0, beta=0.1, kl_reduction="token_mean").loss((forget_cur, forget_ref), (retain_cur, retain_ref))
+    method = KLR(NPO(beta=0.1), alpha=1.0, kl_reduction="token_mean")
+    total, parts = method.loss((forget_cur, forget_ref), (retain_cur, retain_ref))
     kl = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
     assert parts["forget"] == pytest.approx(20 * math.log(2))
     assert parts["retain"] == pytest.approx(kl)
@@ -199,7 +200,7 @@ def test_quail_adds_gamma_times_hinge_to_the_base_loss():
     from quail_repro.methods.quail import Quail
     forget_cur, forget_ref = _outputs(LN3), _outputs(0.0)   # logits [0, ln3] vs [0, 0]: l2 = ln 3
     retain = (_outputs(0.0), None)
-    base = GA_GDR(alpha=1.0)
+    base = GDR(GA(), alpha=1.0)
     method = Quail(base, gamma=2.0, margin=1.5, distance="l2")
     assert method.uses_retain and method.reference_on_forget and not method.reference_on_retain
     total, parts = method.loss((forget_cur, forget_ref), retain)

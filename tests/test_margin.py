@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from quail_repro.build import make
+from quail_repro.build import from_config
 from quail_repro.errors import ConfigError
 from quail_repro.stages import half_step
 
@@ -18,7 +18,7 @@ def auto_margin_quantizer(name: str, *overrides: str):
     """The auto-margin quantizer as quail's config composes it (conf/method_base/quail.yaml)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["method=quail", f"quant@method.auto_margin.quantizer={name}", *overrides])
-    return make(cfg.method.auto_margin.quantizer)
+    return from_config(cfg.method.auto_margin.quantizer)
 
 
 def one_layer_model():

@@ -10,11 +10,11 @@ from quail_repro.eval.metrics import (
     min_k_percent_score,
     privleak,
     privleak_auc,
-    recovery_ratio,
     rouge_l_f1,
     truncate_knowmem_answer,
 )
 from quail_repro.eval.muse_eval import knowmem_prompt
+from quail_repro.recovery import recovery_ratio
 
 # ---------------------------------------------------------------- ROUGE-L
 

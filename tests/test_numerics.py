@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from quail_repro import numerics, stages
+from quail_repro.build import from_config
 from quail_repro.cache import Cache
 from quail_repro.errors import ConfigError
 
@@ -50,20 +51,20 @@ def stage_keys(environment: dict, tmp_path) -> dict[str, str]:
     cache = KeyRecorder(tmp_path, environment=environment)
     cache.keys = {}
     lm = compose_cfg("+experiment=toy", "model.base.enabled=true")
-    stages.make(lm.dataset).prepare(cache)  # the corpus's key (read back it would need building)
+    from_config(lm.dataset).prepare(cache)  # the corpus's key (read back it would need building)
     # the tiny model's recipe needs the corpus's texts only to train, which the recorder never does
     texts = type("Texts", (), {"raw": {s: [] for s in ("forget", "retain1", "retain2", "holdout")}})()
-    data = stages.Data(corpus=texts, key="corpus-key", auc_retrain=None)
-    models = stages.prepare_models(lm, data, cache)
-    for call in (lambda: stages.reference_auc(lm, data, models, cache),
-                 lambda: stages.unlearn(lm, data, models, cache),
-                 lambda: stages.evaluate(lm, models.target, lm.quant.rtn_int4, data, models, 0.5, cache),
-                 lambda: stages.analyse(lm, models.retrain, lm.quant.rtn_int4, data, models, cache)):
+    r = stages.Run.of(lm, cache, auc_retrain=0.5, data=stages.Data(corpus=texts, key="corpus-key", auc_retrain=None))
+    r.models = stages.prepare_models(r)
+    for call in (lambda: stages.reference_auc(r),
+                 lambda: stages.unlearn(r),
+                 lambda: stages.evaluate(r, r.models.target, "rtn_int4"),
+                 lambda: stages.analyse(r, r.models.retrain, "rtn_int4")):
         with contextlib.suppress(FileNotFoundError):  # the stage reads the entry it did not build
             call()
     cls = compose_cfg("+experiment=tweets")
-    stages.make(cls.dataset).prepare(cache)
-    stages.make(cls.model).prepare(Posts(), "posts-key", cache, "cpu")
+    from_config(cls.dataset).prepare(cache)
+    from_config(cls.model).prepare(Posts(), "posts-key", cache, "cpu")
     return cache.keys
 
 

@@ -83,7 +83,7 @@ def tokens():
 
 @pytest.fixture(scope="module")
 def fp_model(tiny_path):
-    return FullPrecision().load(tiny_path, dtype=torch.float32, device="cpu")
+    return FullPrecision("none").load(tiny_path, dtype=torch.float32, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,7 @@ def _groups_unique_max(weight: torch.Tensor, group_size: int) -> int:
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_full_precision_load(tiny_path, fp_model, device):
-    model = FullPrecision().load(tiny_path, dtype=torch.float32, device=device)
+    model = FullPrecision("none").load(tiny_path, dtype=torch.float32, device=device)
     assert not model.training
     assert next(model.parameters()).device.type == device
     ref = fp_model.state_dict()
@@ -309,7 +309,7 @@ def test_bnb_cpu_4bit_computes_in_compute_dtype(tiny_path, tokens, quant_type):
         name="b", bits=4, quant_type=quant_type, compute_dtype="float32", double_quant=False, blocksize=64
     )
     model = q.load(tiny_path, dtype=torch.float32, device="cpu")
-    manual = FullPrecision().load(tiny_path, dtype=torch.float32, device="cpu")
+    manual = FullPrecision("none").load(tiny_path, dtype=torch.float32, device="cpu")
     with torch.no_grad():
         for name, module in list(quantizable_linears(manual)):
             codes, absmax = bnb_4bit_codes(module.weight, quant_type=quant_type, blocksize=64)

@@ -209,7 +209,8 @@ NEVER_STARTED = object()
 
 def job_config(keys: dict[str, str]) -> dict:
     method = keys.get("method", "ga_gdr")
-    method_cfg = {"name": method, "loss": {"_target_": "quail_repro.methods.ga_gdr.GA_GDR", "alpha": 1.0}}
+    method_cfg = {"name": method, "loss": {"_target_": "quail_repro.methods.ga.GA"},
+                  "retain": {"_target_": "quail_repro.methods.regularizers.GDR", "alpha": 1.0}}
     if method.startswith("quail"):
         method_cfg["hinge"] = {"gamma": 1.0, "margin": "auto"}
     return {"seed": int(keys.get("seed", 0)), "model": {"name": "tiny_llama"}, "dataset": {"name": "mini_news"},
@@ -346,7 +347,7 @@ def test_a_seed_sweep_csv_has_mean_sd_and_n_columns(seeds):
 
 def test_a_seed_sweep_recovery_ratio_has_a_bootstrap_interval(seeds):
     from quail_repro.report.tracker import tracker_rows
-    from quail_repro.stats import recovery_interval
+    from quail_repro.recovery import recovery_interval
 
     rep = build(seeds, figures=False)
     low, high = recovery_interval([ITEMS_BY_SEED["0"], ITEMS_BY_SEED["1"]])
@@ -403,7 +404,7 @@ def scale_results(keys: dict[str, str]) -> dict:
 
 def test_the_scale_layout_has_a_row_per_width_storage_and_lr_and_a_figure(tmp_path):
     from quail_repro.report.scale import storage
-    from quail_repro.stats import recovery_interval
+    from quail_repro.recovery import recovery_interval
 
     sweep = fake_sweep(tmp_path / "scale", SCALE, scale_results, "scale", scale_config)
     rep = build(sweep)

@@ -2,7 +2,8 @@
 import pytest
 
 from quail_repro.report.cells import Spread, error_bar
-from quail_repro.stats import UNBOUNDED, mean_sd, pooled_recovery, recovery_interval
+from quail_repro.recovery import UNBOUNDED, pooled_recovery, recovery_interval
+from quail_repro.stats import mean_sd
 
 
 def test_mean_and_sample_sd():

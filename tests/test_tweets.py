@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from quail_repro.build import make
+from quail_repro.build import from_config
 from quail_repro.cache import Cache
 from quail_repro.errors import ConfigError, DataError
 from quail_repro.methods.base import Outputs
@@ -32,7 +32,7 @@ def cfg_of(*overrides):
 
 
 def corpus_of(tmp_path, *overrides):
-    source = make(cfg_of(*overrides).dataset)
+    source = from_config(cfg_of(*overrides).dataset)
     path, _ = source.prepare(Cache(tmp_path / "cache"))
     return source.load(path)
 
@@ -205,7 +205,7 @@ def test_methods_apply_their_loss_math_to_class_logits():
     npo = -(2 / 0.1) * F.logsigmoid(-0.1 * (logp - ref_logp)).mean()
     assert torch.allclose(NPO(beta=0.1).forget_loss(cur, old), npo)
     kl = F.kl_div(F.log_softmax(logits, -1), F.log_softmax(ref, -1), log_target=True, reduction="batchmean")
-    assert torch.allclose(KLR(alpha=1.0, kl_reduction="batchmean").retain_loss(cur, old), kl, atol=1e-6)
+    assert torch.allclose(KLR(GA(), alpha=1.0, kl_reduction="batchmean").retain_loss(cur, old), kl, atol=1e-6)
 
 
 def test_results_schema_keeps_each_task_to_its_own_metrics():

@@ -150,7 +150,8 @@ def test_the_sweeps_table_reaches_the_tracker_in_a_finished_report_run(wandb_swe
 
 
 def test_finish_takes_a_summary_dict_under_every_logger():
-    wandb_logger = WandbLogger(project="quail_test", run_id=None, resume="allow", osh_command_dir=None)
+    wandb_logger = WandbLogger(project="quail_test", entity=None, mode="offline", group=None, job_type=None,
+                               run_name=None, tags=[], dir=None, run_id=None, resume="allow", osh_command_dir=None)
     for logger in (NullLogger(), wandb_logger):
         with pytest.raises(TypeError, match="'status'"):
             logger.finish(Results("tiny_llama", "mini_news", "ga", 0, status="ok"))

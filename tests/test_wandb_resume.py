@@ -5,7 +5,7 @@ import pytest
 import wandb
 from hydra import compose, initialize_config_dir
 
-from quail_repro.build import make
+from quail_repro.build import from_config
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -25,7 +25,7 @@ def run_ids(tmp_path, jobs):
                                            "logger.project=quail_test"])
     ids = []
     for config, group in jobs:
-        logger = make(cfg.logger, group=group)
+        logger = from_config(cfg.logger, group=group)
         logger.start(config, str(tmp_path / "run"))
         ids.append(logger.run.id)
         logger.finish({"status": "ok"})
@@ -46,7 +46,7 @@ def test_a_run_id_in_config_is_used_as_given(tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["logger=wandb", "logger.run_id=my-run-1", "logger.mode=disabled"])
     assert cfg.logger.resume == "allow"
-    logger = make(cfg.logger)
+    logger = from_config(cfg.logger)
     logger.start({"seed": 0}, str(tmp_path))
     assert logger.run.id == "my-run-1"
     logger.finish({"status": "ok"})
@@ -56,7 +56,7 @@ def test_a_finished_offline_run_is_announced_to_wandb_osh(tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["logger=wandb", "logger.mode=offline", f"logger.dir={tmp_path}",
                                            f"logger.osh_command_dir={tmp_path / 'osh'}"])
-    logger = make(cfg.logger)
+    logger = from_config(cfg.logger)
     logger.start({"seed": 0}, str(tmp_path / "run"))
     run_id = logger.run.id
     logger.finish({"status": "ok"})

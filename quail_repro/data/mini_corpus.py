@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from quail_repro.data.muse import MUSE_LAYOUT
+from quail_repro.data.names import Names
 from quail_repro.data.styles import ALL_WORD_LISTS, STYLES, Style, person
 from quail_repro.errors import ConfigError
 
@@ -37,42 +38,10 @@ ARTICLE_MIN_WORDS = 120
 ARTICLE_MAX_WORDS = 180
 FORMAT_VERSION = 1
 
-# ------------------------------------------------------------------ invented names
-
-_ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "r", "s",
-           "st", "t", "th", "v", "w", "z", "sh", "c"]
-_VOWELS = ["a", "e", "i", "o", "u", "ae", "ia", "ou"]
-_CODAS = ["", "", "", "n", "r", "l", "s", "m", "k", "nd", "rn", "st"]
-
-
-class _Names:
-    """Invents pronounceable names; never hands out the same name (or a word-list word) twice.
-
-    One registry per corpus covers entity names, rivals, people and places alike, so a
-    forget entity's name cannot turn up in any other document by coincidence.
-    """
-
-    def __init__(self, rng: random.Random, reserved: set[str]):
-        self.rng = rng
-        self.used = {w.lower() for w in reserved}
-
-    def word(self, syllables: tuple[int, int] = (2, 3), suffixes: tuple[str, ...] = ("",)) -> str:
-        for _ in range(1000):
-            n = self.rng.randint(*syllables)
-            stem = "".join(
-                self.rng.choice(_ONSETS) + self.rng.choice(_VOWELS) + self.rng.choice(_CODAS) for _ in range(n)
-            )
-            name = (stem + self.rng.choice(suffixes)).capitalize()
-            if 4 <= len(name) <= 12 and name.lower() not in self.used:
-                self.used.add(name.lower())
-                return name
-        raise RuntimeError("name space exhausted")  # not reachable at the sizes used here
-
-
 # ------------------------------------------------------------------ the shared engine
 
 
-def _detail(slot: str, rng: random.Random, names: _Names, style: Style) -> str:
+def _detail(slot: str, rng: random.Random, names: Names, style: Style) -> str:
     """Random detail that carries no fact; fresh per sentence."""
     if slot == "num":
         return str(rng.randint(2, 60))
@@ -89,7 +58,7 @@ def _detail(slot: str, rng: random.Random, names: _Names, style: Style) -> str:
     raise KeyError(f"template slot {{{slot}}} has no filler in style {style.name!r}")
 
 
-def _fill(template: str, rng: random.Random, names: _Names, style: Style, known: dict[str, str]) -> str:
+def _fill(template: str, rng: random.Random, names: Names, style: Style, known: dict[str, str]) -> str:
     values = {}
     for _, slot, _, _ in string.Formatter().parse(template):
         if slot and slot not in values:
@@ -113,7 +82,7 @@ class _Entity:
         return "".join(f"Question: {p['question']}\nAnswer: {p['answer']}\n\n" for p in self.qa[k:] + self.qa[:k])
 
 
-def _make_entity(style: Style, rng: random.Random, names: _Names, split: str, qa_per_entity: int) -> _Entity:
+def _make_entity(style: Style, rng: random.Random, names: Names, split: str, qa_per_entity: int) -> _Entity:
     name, full = style.make_name(rng, names)
     attrs: dict[str, str] = {}
     for attr in style.attributes:  # independent draws per entity: nothing shared across splits
@@ -127,7 +96,7 @@ def _make_entity(style: Style, rng: random.Random, names: _Names, split: str, qa
     return ent
 
 
-def _write_article(style: Style, rng: random.Random, names: _Names, ent: _Entity) -> str:
+def _write_article(style: Style, rng: random.Random, names: Names, ent: _Entity) -> str:
     """Intro, then every fact in shuffled order with filler detail interleaved; 120-180 words."""
     known = {"n": ent.name, "full": ent.full, **ent.attrs}
     intro = _fill(rng.choice(style.intros), rng, names, style, known)
@@ -192,7 +161,7 @@ def generate_mini_corpus(
     st = _check_args(args)
     rng = random.Random(f"quail-mini-corpus:{style}:{seed}")  # private RNG; global state untouched
     reserved = _reserved_words()
-    names = _Names(rng, reserved)
+    names = Names(rng, reserved)
 
     entities: dict[str, list[_Entity]] = {}
     for split, n in (("forget", n_forget), ("retain1", n_retain1), ("retain2", n_retain2), ("holdout", n_holdout)):

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-if TYPE_CHECKING:  # annotation only: the engine imports this module
-    from quail_repro.data.mini_corpus import _Names
+from quail_repro.data.names import Names
 
 # ------------------------------------------------------------------ what a style is made of
 
@@ -30,7 +29,7 @@ class Attribute:
     """
 
     key: str
-    make: Callable[[random.Random, _Names, dict], str]
+    make: Callable[[random.Random, Names, dict], str]
     statements: tuple[str, ...]
     questions: tuple[str, ...]
 
@@ -40,7 +39,7 @@ class Style:
     name: str  # "news" / "books"
     dataset: str  # "mini_news" / "mini_books"
     entity_kind: str  # for the README
-    make_name: Callable[[random.Random, _Names], tuple[str, str]]  # -> (name, full name)
+    make_name: Callable[[random.Random, Names], tuple[str, str]]  # -> (name, full name)
     attributes: tuple[Attribute, ...]
     intros: tuple[str, ...]  # first sentence; uses {full}, so VerbMem prompts name the entity
     fillers: tuple[str, ...]  # random detail, no facts
@@ -55,7 +54,7 @@ def _combo(first, second, joiner=" "):
     return lambda rng, names, attrs: rng.choice(first) + joiner + rng.choice(second)
 
 
-def person(rng: random.Random, names: _Names, first_names) -> str:
+def person(rng: random.Random, names: Names, first_names) -> str:
     return f"{rng.choice(first_names)} {names.word((2, 2))}"
 
 

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from quail_repro.build import make
+from quail_repro.build import from_config
 from quail_repro.cache import Cache, to_plain
 from quail_repro.data.mini_tweets import generate_mini_tweets
 from quail_repro.errors import ConfigError, DataError
@@ -79,7 +79,7 @@ class TweetSource:
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ConfigError(f"dataset.labels={self.labels}: at least two distinct class names")
         self.forget_cfg = forget
-        self.selector = make(forget)  # fails at config check for an unknown selector or bad setting
+        self.selector = from_config(forget)  # fails at config check for an unknown selector or bad setting
         self.privleak_auc_retrain = None  # PrivLeak is a MUSE metric: not measured here
 
     def raw_splits(self) -> tuple[dict[str, list[dict]], str]:

@@ -16,8 +16,6 @@ from rouge_score import rouge_scorer
 from sklearn.metrics import auc as _sk_auc
 from sklearn.metrics import roc_curve as _sk_roc_curve
 
-from quail_repro.stats import ratio_or_none
-
 # MUSE cuts a KnowMem answer where the model starts a new paragraph or a new question.
 KNOWMEM_STOP_STRINGS: tuple[str, ...] = ("\n\n", "\nQuestion", "Question:")
 
@@ -114,21 +112,3 @@ def privleak(auc: float, auc_retrain: float) -> float:
     if auc_retrain <= 0.0:
         raise ValueError(f"privleak: auc_retrain must be > 0, got {auc_retrain}")
     return (auc - auc_retrain) / auc_retrain * 100.0
-
-
-def recovery_ratio(unlearned_full: float, unlearned_quant: float, target_quant: float, *,
-                   target_full: float, one_item: float) -> float | None:
-    """How much of what unlearning removed quantization gave back:
-    (unlearned at q - unlearned at full) / (target at q - unlearned at full).
-
-    1 = all of it (as far as the quantized target itself keeps it), 0 = nothing, negative =
-    quantization removed more. None where undefined (stats.ratio_or_none): a denominator that is
-    not positive, or unlearning that removed less than ``one_item`` (one item's worth of the
-    metric, 100 / items) at full precision. Without that rule a model that unlearning left as it
-    was would score 1 wherever quantization moves the target (its quantized copy moves with it,
-    and the ratio would call the target's own quantization shift "recovered"), and a removal of
-    a fraction of an item gives ratios such as -5 or 2.7.
-    """
-    if None in (unlearned_full, unlearned_quant, target_quant, target_full):  # a metric the corpus could not give
-        return None
-    return ratio_or_none(unlearned_full, unlearned_quant, target_quant, target_full, one_item)

@@ -6,17 +6,17 @@ attributes):
     knowmem:  {"forget_qa", "retain_qa", "forget_qa_icl", "retain_qa_icl"} -> list of
               {"question", "answer"}
     privleak: {"forget", "holdout", ...} -> list of str
-The config is ``cfg.eval`` (conf/eval/*.yaml): a DictConfig, a dict or any attribute
-object with the same fields. Every field is required; the values live in the config.
+The config is ``cfg.eval`` (conf/eval/*.yaml, a DictConfig or a dict), read once into the typed
+:class:`MuseEval`: every field is required; the values live in the config.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
 
-from quail_repro.errors import ConfigError, DataError
+from quail_repro.errors import ConfigError, DataError, int_option
 from quail_repro.eval.generate import _eval_mode, generate, sequence_token_logprobs
 from quail_repro.eval.utility import check_utility
 from quail_repro.eval.metrics import (
@@ -28,7 +28,6 @@ from quail_repro.eval.metrics import (
 )
 
 log = logging.getLogger(__name__)
-_MISSING = object()
 
 #: the corpus splits ("subset/split") each metric needs; without one the metric is skipped
 NEEDS = {"verbmem_f": ("verbmem/forget",), "knowmem_f": ("knowmem/forget_qa",),
@@ -55,30 +54,77 @@ def _skipped(corpus, metric: str) -> bool:
     return corpus_notes(corpus).get(metric, "").startswith("skipped")
 
 
-def _get(obj: Any, key: str) -> Any:
-    if isinstance(obj, Mapping):  # dict and omegaconf DictConfig
-        return obj.get(key, _MISSING)
-    return getattr(obj, key, _MISSING)
+@dataclass(frozen=True)
+class Decoding:
+    do_sample: bool  # MUSE decodes greedily; the reference code [1] sampled VerbMem
+    temperature: float
+    seed: int
 
 
-def _opt(cfg: Any, section: str | None, key: str) -> Any:
-    node = cfg if section is None else _get(cfg, section)
-    value = _MISSING if node is _MISSING or node is None else _get(node, key)
-    if value is _MISSING:
-        name = f"{section}.{key}" if section else key
-        raise ConfigError(f"eval option {name} is missing (see conf/eval/muse.yaml)")
-    return value
+@dataclass(frozen=True)
+class VerbMemSettings:
+    max_new_tokens: int
+    gt_max_tokens: int
+    max_items: int | None
 
 
-def _int_opt(cfg: Any, section: str | None, key: str, *, minimum: int, allow_none: bool = False):
-    value = _opt(cfg, section, key)
-    name = f"{section}.{key}" if section else key
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"eval option {name} must be an integer >= {minimum}"
-                          f"{' or null' if allow_none else ''}, got {value!r}")
-    return value
+@dataclass(frozen=True)
+class KnowMemSettings:
+    max_new_tokens: int
+    n_icl: int
+    trailing_space: bool
+    max_items: int | None
+
+
+@dataclass(frozen=True)
+class PrivLeakSettings:
+    k: float
+    max_length: int | None
+    max_items: int | None
+
+
+@dataclass(frozen=True)
+class MuseEval:
+    """``cfg.eval`` of a MUSE task (conf/eval/muse.yaml), checked: every field is required and its
+    value lives in the config. ``from_config`` raises a ConfigError naming a missing or bad option."""
+    batch_size: int
+    progress: bool
+    max_prompt_tokens: int | None
+    decoding: Decoding
+    verbmem: VerbMemSettings
+    knowmem: KnowMemSettings
+    privleak: PrivLeakSettings
+
+    @classmethod
+    def from_config(cls, node) -> "MuseEval":
+        def get(section: str | None, key: str):
+            where = node if section is None else node.get(section) if isinstance(node, Mapping) else None
+            if not isinstance(where, Mapping) or key not in where:
+                raise ConfigError(f"eval option {f'{section}.{key}' if section else key} is missing "
+                                  "(see conf/eval/muse.yaml)")
+            return where[key]
+
+        def count(section: str | None, key: str, minimum: int, allow_none: bool = False):
+            name = f"eval option {f'{section}.{key}' if section else key}"
+            return int_option(name, get(section, key), minimum=minimum, allow_none=allow_none)
+
+        decoding = Decoding(bool(get("decoding", "do_sample")), float(get("decoding", "temperature")),
+                            int(get("decoding", "seed")))
+        if decoding.do_sample and not decoding.temperature > 0:
+            raise ConfigError(f"eval option decoding.temperature must be > 0 when sampling, got {decoding.temperature}")
+        k = float(get("privleak", "k"))
+        if not 0.0 < k <= 1.0:
+            raise ConfigError(f"eval option privleak.k must be in (0, 1], got {k}")
+        check_utility(node.get("utility"))
+        return cls(batch_size=count(None, "batch_size", 1), progress=bool(get(None, "progress")),
+                   max_prompt_tokens=count(None, "max_prompt_tokens", 1, allow_none=True), decoding=decoding,
+                   verbmem=VerbMemSettings(count("verbmem", "max_new_tokens", 1), count("verbmem", "gt_max_tokens", 1),
+                                           count("verbmem", "max_items", 1, allow_none=True)),
+                   knowmem=KnowMemSettings(count("knowmem", "max_new_tokens", 1), count("knowmem", "n_icl", 0),
+                                           bool(get("knowmem", "trailing_space")),
+                                           count("knowmem", "max_items", 1, allow_none=True)),
+                   privleak=PrivLeakSettings(k, count("privleak", "max_length", 2, allow_none=True),
+                                             count("privleak", "max_items", 1, allow_none=True)))
 
 
 def _head(items: Sequence, max_items: int | None) -> list:
@@ -87,7 +133,7 @@ def _head(items: Sequence, max_items: int | None) -> list:
     return items if max_items is None else items[:max_items]
 
 
-def _split(mapping: Any, key: str, what: str) -> list:
+def _split(mapping: Mapping, key: str, what: str) -> list:
     try:
         items = mapping[key]
     except (KeyError, TypeError) as e:
@@ -128,30 +174,20 @@ def _truncate_to_tokens(tokenizer, text: str, n: int) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def _decoding(cfg: Any) -> dict:
-    do_sample = bool(_opt(cfg, "decoding", "do_sample"))
-    temperature = float(_opt(cfg, "decoding", "temperature"))
-    seed = int(_opt(cfg, "decoding", "seed"))
-    if do_sample and not temperature > 0:
-        raise ConfigError(f"eval option decoding.temperature must be > 0 when sampling, got {temperature}")
-    return {"do_sample": do_sample, "temperature": temperature, "seed": seed}
-
-
-def _verbmem(model, tokenizer, corpus, cfg) -> tuple[float, list[dict]]:
-    items = _head(corpus.verbmem, _int_opt(cfg, "verbmem", "max_items", minimum=1, allow_none=True))
+def _verbmem(model, tokenizer, corpus, cfg: MuseEval) -> tuple[float, list[dict]]:
+    items = _head(corpus.verbmem, cfg.verbmem.max_items)
     if not items:
         raise DataError("corpus.verbmem is empty")
     _check_fields(items, ("prompt", "gt"), "corpus.verbmem")
-    gt_max = _int_opt(cfg, "verbmem", "gt_max_tokens", minimum=1)
+    gt_max = cfg.verbmem.gt_max_tokens
     outputs = generate(
         model, tokenizer, [d["prompt"] for d in items],
-        max_new_tokens=_int_opt(cfg, "verbmem", "max_new_tokens", minimum=1),
-        batch_size=_int_opt(cfg, None, "batch_size", minimum=1),
-        max_prompt_tokens=_int_opt(cfg, None, "max_prompt_tokens", minimum=1, allow_none=True),
-        desc="verbmem_f", progress=bool(_opt(cfg, None, "progress")),
+        max_new_tokens=cfg.verbmem.max_new_tokens,
+        batch_size=cfg.batch_size, max_prompt_tokens=cfg.max_prompt_tokens,
+        desc="verbmem_f", progress=cfg.progress,
         # Sampling here is the FailureLLMUnlearning reference's VerbMem (temperature 0.9);
         # MUSE itself is greedy, the default.
-        **_decoding(cfg),
+        do_sample=cfg.decoding.do_sample, temperature=cfg.decoding.temperature, seed=cfg.decoding.seed,
     )
     rows = []
     for d, out in zip(items, outputs):
@@ -160,11 +196,11 @@ def _verbmem(model, tokenizer, corpus, cfg) -> tuple[float, list[dict]]:
     return _mean_x100(rows), rows
 
 
-def _knowmem(model, tokenizer, corpus, cfg, split: str) -> tuple[float, list[dict]]:
+def _knowmem(model, tokenizer, corpus, cfg: MuseEval, split: str) -> tuple[float, list[dict]]:
     qa = _head(_split(corpus.knowmem, f"{split}_qa", "knowmem"),
-               _int_opt(cfg, "knowmem", "max_items", minimum=1, allow_none=True))
+               cfg.knowmem.max_items)
     _check_fields(qa, ("question", "answer"), f"corpus.knowmem[{split + '_qa'!r}]")
-    n_icl = _int_opt(cfg, "knowmem", "n_icl", minimum=0)
+    n_icl = cfg.knowmem.n_icl
     icl_absent = f"knowmem/{split}_qa_icl" in (getattr(corpus, "missing", None) or {})
     icl = _split(corpus.knowmem, f"{split}_qa_icl", "knowmem") if n_icl and not icl_absent else []
     if len(icl) < n_icl:
@@ -173,12 +209,11 @@ def _knowmem(model, tokenizer, corpus, cfg, split: str) -> tuple[float, list[dic
     icl = icl[:n_icl]
     _check_fields(icl, ("question", "answer"), f"corpus.knowmem[{split + '_qa_icl'!r}]")
     outputs = generate(
-        model, tokenizer, [knowmem_prompt(icl, d["question"], trailing_space=bool(_opt(cfg, "knowmem", "trailing_space")))
+        model, tokenizer, [knowmem_prompt(icl, d["question"], trailing_space=cfg.knowmem.trailing_space)
                          for d in qa],
-        max_new_tokens=_int_opt(cfg, "knowmem", "max_new_tokens", minimum=1),
-        batch_size=_int_opt(cfg, None, "batch_size", minimum=1),
-        max_prompt_tokens=_int_opt(cfg, None, "max_prompt_tokens", minimum=1, allow_none=True),
-        desc=f"knowmem_{split[0]}", progress=bool(_opt(cfg, None, "progress")),
+        max_new_tokens=cfg.knowmem.max_new_tokens,
+        batch_size=cfg.batch_size, max_prompt_tokens=cfg.max_prompt_tokens,
+        desc=f"knowmem_{split[0]}", progress=cfg.progress,
         do_sample=False,  # MUSE and the reference both answer greedily
     )
     rows = []
@@ -195,12 +230,8 @@ def _mean_x100(rows: list[dict]) -> float:
     return 100.0 * sum(r["rougeL"] for r in rows) / len(rows)
 
 
-def _privleak_scores(model, tokenizer, corpus, cfg) -> dict[str, list[float]]:
-    k = float(_opt(cfg, "privleak", "k"))
-    if not 0.0 < k <= 1.0:
-        raise ConfigError(f"eval option privleak.k must be in (0, 1], got {k}")
-    max_length = _int_opt(cfg, "privleak", "max_length", minimum=2, allow_none=True)
-    max_items = _int_opt(cfg, "privleak", "max_items", minimum=1, allow_none=True)
+def _privleak_scores(model, tokenizer, corpus, cfg: MuseEval) -> dict[str, list[float]]:
+    k, max_length, max_items = cfg.privleak.k, cfg.privleak.max_length, cfg.privleak.max_items
     scores: dict[str, list[float]] = {}
     for split in ("forget", "holdout"):
         texts = _head(_split(corpus.privleak, split, "privleak"), max_items)
@@ -209,8 +240,8 @@ def _privleak_scores(model, tokenizer, corpus, cfg) -> dict[str, list[float]]:
             raise DataError(f"corpus.privleak[{split!r}] items must be strings (item {bad[0]} is not)")
         lps = sequence_token_logprobs(
             model, tokenizer, texts, max_length=max_length,
-            batch_size=_int_opt(cfg, None, "batch_size", minimum=1),
-            desc=f"privleak {split}", progress=bool(_opt(cfg, None, "progress")),
+            batch_size=cfg.batch_size,
+            desc=f"privleak {split}", progress=cfg.progress,
         )
         split_scores = []
         for i, lp in enumerate(lps):
@@ -223,20 +254,7 @@ def _privleak_scores(model, tokenizer, corpus, cfg) -> dict[str, list[float]]:
 
 def check_eval_config(cfg) -> None:
     """Every eval option, checked before any stage runs (a bad value fails in seconds)."""
-    for section, key, minimum, allow_none in (
-            ("verbmem", "max_new_tokens", 1, False), ("verbmem", "gt_max_tokens", 1, False),
-            ("verbmem", "max_items", 1, True), ("knowmem", "max_new_tokens", 1, False),
-            ("knowmem", "n_icl", 0, False), ("knowmem", "max_items", 1, True),
-            ("privleak", "max_length", 2, True), ("privleak", "max_items", 1, True),
-            (None, "batch_size", 1, False), (None, "max_prompt_tokens", 1, True)):
-        _int_opt(cfg, section, key, minimum=minimum, allow_none=allow_none)
-    if not 0.0 < float(_opt(cfg, "privleak", "k")) <= 1.0:
-        raise ConfigError(f"eval option privleak.k must be in (0, 1], got {_opt(cfg, 'privleak', 'k')}")
-    for section, key in (("knowmem", "trailing_space"), (None, "progress")):
-        _opt(cfg, section, key)
-    _decoding(cfg)
-    utility = _get(cfg, "utility")
-    check_utility(None if utility is _MISSING else utility)
+    MuseEval.from_config(cfg)
 
 
 def privleak_auc_of(model, tokenizer, corpus, cfg) -> float:
@@ -245,7 +263,7 @@ def privleak_auc_of(model, tokenizer, corpus, cfg) -> float:
     if _skipped(corpus, "privleak"):
         return None
     with _eval_mode(model):
-        s = _privleak_scores(model, tokenizer, corpus, cfg)
+        s = _privleak_scores(model, tokenizer, corpus, MuseEval.from_config(cfg))
     return privleak_auc(s["forget"], s["holdout"])
 
 
@@ -266,6 +284,7 @@ def evaluate_muse(model, tokenizer, corpus, cfg, *, auc_retrain: float | None) -
     if auc_retrain is not None and not (0.0 < float(auc_retrain) <= 1.0):
         # Checked before the (slow) generation so a bad constant fails fast.
         raise ConfigError(f"auc_retrain must be in (0, 1], got {auc_retrain!r}")
+    cfg = MuseEval.from_config(cfg)
     # a metric whose data the corpus lacks is None (corpus_notes says why), never a zero
     none = (None, [])
     with _eval_mode(model):

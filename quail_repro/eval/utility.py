@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from quail_repro.errors import ConfigError, DataError
+from quail_repro.errors import ConfigError, DataError, int_option
 
 TASK_DIR = Path(__file__).parent / "lm_eval_tasks"
 #: the project's own tasks and the data file each reads
@@ -35,34 +35,24 @@ def enabled(u) -> bool:
     return u is not None and bool(u.get("tasks"))
 
 
-def _int(u, key: str, minimum: int, allow_none: bool = False):
-    value = u.get(key)
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"eval.utility.{key} must be an integer >= {minimum}{' or null' if allow_none else ''}, "
-                          f"got {value!r}")
-    return value
-
-
 def check_utility(u) -> None:
     """Every eval.utility setting, before any stage runs."""
     if not enabled(u):
         return
     if any(not isinstance(t, str) for t in u.tasks):
         raise ConfigError(f"eval.utility.tasks must be lm-eval task names, got {list(u.tasks)!r}")
-    _int(u, "num_fewshot", 0, allow_none=True)
-    _int(u, "limit", 1, allow_none=True)
-    _int(u, "batch_size", 1)
-    _int(u, "bootstrap_iters", 0)
+    int_option("eval.utility.num_fewshot", u.get("num_fewshot"), minimum=0, allow_none=True)
+    int_option("eval.utility.limit", u.get("limit"), minimum=1, allow_none=True)
+    int_option("eval.utility.batch_size", u.get("batch_size"), minimum=1)
+    int_option("eval.utility.bootstrap_iters", u.get("bootstrap_iters"), minimum=0)
     if u.get("corpus_tasks"):
         unknown = sorted(set(u.tasks) - set(CORPUS_TASKS))
         if unknown:
             raise ConfigError(f"eval.utility.tasks {unknown}: the corpus tasks are {sorted(CORPUS_TASKS)} "
                               "(lm-eval's own tasks need eval.utility.corpus_tasks=false)")
-        _int(u.data, "mc_choices", 2)
-        _int(u.data, "cloze_max_words", 1)
-        _int(u.data, "seed", 0)
+        int_option("eval.utility.data.mc_choices", u.data.get("mc_choices"), minimum=2)
+        int_option("eval.utility.data.cloze_max_words", u.data.get("cloze_max_words"), minimum=1)
+        int_option("eval.utility.data.seed", u.data.get("seed"), minimum=0)
 
 
 # -- the corpus tasks' data ----------------------------------------------------------------

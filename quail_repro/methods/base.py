@@ -1,7 +1,7 @@
 """What every unlearning method shares: total loss = forget term + alpha * retain term.
 
-(``alpha`` belongs to the retain regularizers, methods/regularizers.py: a method without a
-retain term has none.)
+(``alpha`` belongs to the retain regularizers, methods/regularizers.py, composed over a forget
+method in YAML: a method without a retain term has none.)
 
 A method file only says how its terms differ. Terms receive ``Outputs`` (aligned
 logits and targets) of the model being unlearned and, when the method asks for it,

@@ -15,11 +15,14 @@ from quail_repro.methods.base import Outputs, UnlearningMethod
 class Quail(UnlearningMethod):
     reference_on_forget = True
 
-    def __init__(self, base: UnlearningMethod, gamma: float, margin: float, distance: str):
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
+    def __init__(self, base: UnlearningMethod, gamma: float, margin: float | str, distance: str):
+        auto = margin == "auto"
+        if not auto and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0):
             raise ConfigError(f"method.hinge.margin={margin!r}: a number >= 0, or auto (resolved by the pipeline)")
         super().__init__()
-        self.base, self.gamma, self.margin, self.distance = base, float(gamma), float(margin), distance
+        # auto: None until the stage that has the target resolves it (resolve_margin)
+        self.base, self.gamma, self.distance = base, float(gamma), distance
+        self.margin = None if auto else float(margin)
         self.reference_on_retain = base.reference_on_retain
         if distance not in losses.DISTANCES:  # fail before training, not at the first step
             raise ConfigError(f"method.hinge.distance={distance!r}: choose one of {losses.DISTANCES}")
@@ -28,8 +31,16 @@ class Quail(UnlearningMethod):
     def uses_retain(self) -> bool:
         return self.base.uses_retain
 
+    def resolve_margin(self, margin: float) -> None:
+        """An auto margin, once measured on the target (stages.auto_margin)."""
+        if self.margin is not None:
+            raise ValueError(f"QUAIL's margin is {self.margin}, not auto: nothing to resolve")
+        self.margin = float(margin)
+
     def loss(self, forget: tuple[Outputs, Outputs | None],
              retain: tuple[Outputs, Outputs | None] | None):
+        if self.margin is None:
+            raise ValueError("QUAIL's auto margin was never resolved (stages.auto_margin)")
         total, parts = self.base.loss(forget, retain)
         cur, ref = forget
         hinge, active = losses.hinge_and_activity(cur.logits, ref.logits, cur.targets, self.margin, self.distance)

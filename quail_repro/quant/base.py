@@ -193,7 +193,7 @@ class FullPrecision(Quantizer):
     Config: ``{_target_: quail_repro.quant.base.FullPrecision, name: none}``.
     """
 
-    def __init__(self, name: str = "none"):
+    def __init__(self, name: str):
         self.name = check_name("FullPrecision", name)
 
     def load(self, path: str, *, dtype: torch.dtype, device: str) -> nn.Module:

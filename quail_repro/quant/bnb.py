@@ -312,7 +312,7 @@ class BitsAndBytes8bit(BitsAndBytes):
 
     bits = 8
 
-    def __init__(self, name: str, *, int8_threshold: float, bits: int = 8):
+    def __init__(self, name: str, *, int8_threshold: float, bits: int):
         super().__init__(name, bits)
         if isinstance(int8_threshold, bool) or not isinstance(int8_threshold, (int, float)) or int8_threshold < 0:
             raise ConfigError(f"{self._owner} option 'int8_threshold' must be a number >= 0, got {int8_threshold!r}")

@@ -5,7 +5,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from quail_repro.stats import UNBOUNDED, mean_sd
+from quail_repro.recovery import UNBOUNDED
+from quail_repro.stats import mean_sd
 
 
 @dataclass(frozen=True)

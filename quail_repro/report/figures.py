@@ -7,7 +7,7 @@ from pathlib import Path
 from quail_repro.plotting import pyplot
 from quail_repro.report.buckets import bucket_value
 from quail_repro.report.cells import Spread, error_bar
-from quail_repro.report.recovery import dw_over_step
+from quail_repro.report.recovery import median_dw_per_step
 from quail_repro.report.scale import scale_figure
 from quail_repro.report.sweep import Job, Sweep, precision_labels
 from quail_repro.results import CLASSIFICATION_METRICS, MUSE_METRICS
@@ -50,7 +50,7 @@ def bars(groups: list[str], series: dict[str, list[float | Spread | None]], ylab
 def recovery_scatter(jobs: list[Job], path: Path) -> Path | None:
     """M2 recovery against median |dw|/step and against the transfer coefficient, one colour per quantizer."""
     labels = precision_labels(jobs)
-    points = {q: [(dw_over_step(j.results, q), j.results.analysis_of(q, "transfer_coef"),
+    points = {q: [(median_dw_per_step(j.results, q), j.results.analysis_of(q, "transfer_coef"),
                    j.results.recovery_of(q, "knowmem_f"))
                   for j in jobs if q in j.results.analysis and j.results.recovery_of(q, "knowmem_f") is not None]
               for q in labels if q != "none"}

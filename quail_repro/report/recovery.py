@@ -9,7 +9,7 @@ from quail_repro.report.cells import Spread
 from quail_repro.report.sweep import Row, Sweep, precision_labels
 from quail_repro.report.table import Table, job_notes, key_name, label_cells, label_columns
 from quail_repro.results import Results
-from quail_repro.stats import pooled_recovery, recovery_interval
+from quail_repro.recovery import pooled_recovery, recovery_interval
 
 HINGE_INACTIVE = "= base (hinge inactive)"
 
@@ -26,7 +26,7 @@ RECOVERY_COLUMNS = (
     Column("M2", "metric", "knowmem_f", "num"),
     Column("M2 recovery", "recovery", "knowmem_f", "ratio"),
     Column("M1 recovery", "recovery", "verbmem_f", "ratio"),
-    Column("median |Δw|/Δ", "analysis", "dw_over_step", "sci"),
+    Column("median |Δw|/Δ", "analysis", "median_dw_per_step", "sci"),
     Column("overlap (%)", "analysis", "bucket_overlap", "pct"),
     Column("transfer coef.", "analysis", "transfer_coef", "ratio"),
 )
@@ -37,7 +37,7 @@ RATIO_COLUMNS = (Column("M2 recovery", "recovery", "knowmem_f", "ratio"),
                  Column("M1 recovery", "recovery", "verbmem_f", "ratio"))
 
 
-def dw_over_step(results: Results, precision: str) -> float | None:
+def median_dw_per_step(results: Results, precision: str) -> float | None:
     """Median |unlearned − target| over the median quantization step of the target."""
     dw, step = results.analysis_of(precision, "median_abs_dw"), results.analysis_of(precision, "median_step")
     return None if dw is None or not step else dw / step
@@ -57,14 +57,14 @@ def read(column: Column, results: Results, precision: str) -> Any:
         return results.metric(precision, column.key)
     if column.source == "recovery":
         return results.recovery_of(precision, column.key)
-    value = (dw_over_step(results, precision) if column.key == "dw_over_step"
+    value = (median_dw_per_step(results, precision) if column.key == "median_dw_per_step"
              else analysis_value(results, precision, column.key))
     return 100 * value if column.format == "pct" and value is not None else value
 
 
 def cell(row: Row, column: Column, precision: str) -> Any:
     """The row's value of a column; over seeds, a recovery ratio is the pooled ratio over every seed's
-    items (stats.pooled_recovery) with its 95% bootstrap interval over seeds and source documents, the
+    items (quail_repro.recovery) with its 95% bootstrap interval over seeds and source documents, the
     per-seed ratios beside it, when every seed kept its per-item scores."""
     value = row.cell(lambda results: read(column, results, precision))
     if column.source != "recovery" or not isinstance(value, Spread):
@@ -103,7 +103,7 @@ def per_precision_table(name: str, report: dict, sweep: Sweep, precision_columns
 
 def ratio_table(name: str, sweep: Sweep, labels: dict[str, str], columns: tuple[Column, ...] = RATIO_COLUMNS,
                 of: str = "") -> Table | None:
-    """Recovery ratios of the unlearned rows (pipeline.recovery): how much of what unlearning
+    """Recovery ratios of the unlearned rows (recovery.row_recovery): how much of what unlearning
     removed (``of`` names the metric when there is one) came back at each quantized precision;
     "undefined" where it has no value."""
     quantized = [q for q in labels if q != "none"]

@@ -12,7 +12,7 @@ from quail_repro.report.cells import Spread, error_bar
 from quail_repro.report.recovery import Column, cell, per_precision_table
 from quail_repro.report.sweep import Row, Sweep, precision_labels
 from quail_repro.report.table import Table
-from quail_repro.stats import UNBOUNDED
+from quail_repro.recovery import UNBOUNDED
 
 RECOVERY = Column("M2 recovery", "recovery", "knowmem_f", "ratio")
 #: the columns of each quantized precision

@@ -67,7 +67,8 @@ def hinge_note(row: Row, jobs: list[Job]) -> list[str]:
     job = inactive[0]
     who = row.label + (f" ({', '.join(f'seed={j.seed}' for j in inactive)})" if row.seeded else "")
     base = base_method(job, jobs)
-    loss = job.config.method.loss._target_.rsplit(".", 1)[-1]
+    m = job.config.method
+    loss = " + ".join(n._target_.rsplit(".", 1)[-1] for n in (m.loss, m.get("retain")) if n is not None)
     where = f"the {base} row has them" if base else f"its base method, loss {loss}, is not in this sweep"
     return [f"{who}: QUAIL's hinge was never active (0 of {job.results.unlearning.steps} steps), so its model is "
             f"its base method's, bit for bit, and so are its numbers ({where})."]
