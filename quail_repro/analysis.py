@@ -310,7 +310,7 @@ def logit_shifts(model_a, model_b, blocks: Tensor, kinds: tuple[str, ...] = ("l2
     ``model_b`` is the reference (for ``kl``: KL(p_b || p_a)). ``blocks``: [n, seq_len]
     token ids with -100 padding (train.pack). A "forget token" is a position whose next
     token is not padding (the positions the loss scores). One forward pass per batch
-    serves every kind. A classifier (``task`` classify.CLASSIFICATION, ``blocks`` its Examples)
+    serves every kind. A classifier (``task`` classification.CLASSIFICATION, ``blocks`` its Examples)
     has one scored position per post: its class logits.
     """
     totals, count = dict.fromkeys(kinds, 0.0), 0

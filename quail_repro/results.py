@@ -40,7 +40,7 @@ class Metric:
 MUSE_METRICS = (Metric("verbmem_f", "M1", "VerbMem forget", "↓"), Metric("knowmem_f", "M2", "KnowMem forget", "↓"),
                 Metric("privleak", "M3", "PrivLeak", "→0"), Metric("knowmem_r", "M4", "KnowMem retain", "↑"))
 METRICS = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak")
-#: the classification task's metrics (classify.evaluate_classifier), in its table's column order;
+#: the classification task's metrics (classification.evaluate_classifier), in its table's column order;
 #: acc/f1 in %, mia_auc a raw AUC (0.5 = forget posts look like unseen test posts)
 CLASSIFICATION_METRICS = (Metric("acc_forget", "acc-f", "accuracy on forget", "↓"),
                           Metric("acc_retain", "acc-r", "accuracy on retain", "↑"),

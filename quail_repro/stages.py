@@ -22,7 +22,7 @@ from transformers import AutoTokenizer
 
 from quail_repro.analysis import analyse_buckets, layer_names_for, logit_shifts, quantizer_codes
 from quail_repro.cache import Cache
-from quail_repro.classify import CLASSIFICATION, encode, evaluate_classifier
+from quail_repro.classification import CLASSIFICATION, encode, evaluate_classifier
 from quail_repro.data.tweets import TweetCorpus
 from quail_repro.data.muse import MuseCorpus, load_muse
 from quail_repro.errors import ConfigError, Diverged, QuailError
@@ -49,7 +49,7 @@ FIGURES_VERSION = 1
 
 @dataclass(frozen=True)
 class Data:
-    corpus: MuseCorpus | TweetCorpus  # a TweetCorpus: the classification task (classify.py)
+    corpus: MuseCorpus | TweetCorpus  # a TweetCorpus: the classification task (classification.py)
     key: str  # identifies the corpus content in downstream cache keys
     auc_retrain: float | None  # PrivLeak's reference AUC when the dataset config fixes it
 
@@ -251,7 +251,7 @@ def _blocks(tok, corpus: MuseCorpus, m: DictConfig, uses_retain: bool):
 
 
 def _posts(tok, corpus: TweetCorpus, m: DictConfig, uses_retain: bool):
-    """Forget (and retain) posts as classify.Examples."""
+    """Forget (and retain) posts as classification.Examples."""
     return tuple(encode(tok, corpus.split(split), m.max_length) if use else None
                  for split, use in ((m.forget_split, True), (m.retain_split, uses_retain)))
 
@@ -260,7 +260,7 @@ def _posts(tok, corpus: TweetCorpus, m: DictConfig, uses_retain: bool):
 
 
 def evaluate(run: Run, ref: ModelRef, precision: str, with_utility: bool = True) -> Evaluation:
-    """MUSE's metrics (the classification task's, classify.evaluate_classifier) of ``ref`` loaded
+    """MUSE's metrics (the classification task's, classification.evaluate_classifier) of ``ref`` loaded
     at one precision of ``cfg.quant`` (raises QuailError if it cannot run)."""
     cfg, data, models, cache, auc_retrain = run.cfg, run.data, run.models, run.cache, run.auc_retrain
     quantizer = _quantizer(run, precision)

@@ -94,7 +94,7 @@ def causal_outputs(model, batch) -> Outputs:
 @dataclass(frozen=True)
 class Task:
     """How rows of unlearning data become a batch, and a model's output aligned Outputs: the
-    only difference between a causal LM and a classifier (classify.CLASSIFICATION) in unlearning."""
+    only difference between a causal LM and a classifier (classification.CLASSIFICATION) in unlearning."""
     batch: Callable
     outputs: Callable
 
@@ -257,7 +257,7 @@ def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Ten
 
     One step = one forget batch (+ one retain batch, cycled, if the method has a
     retain term). ``cfg.epochs`` counts passes over the forget set; ``cfg.max_steps`` caps them.
-    ``task``: token blocks of a causal LM, or classify.Examples with classify.CLASSIFICATION.
+    ``task``: token blocks of a causal LM, or classification.Examples with classification.CLASSIFICATION.
     """
     if method.uses_retain and retain_blocks is None:
         raise ConfigError("this method has a retain term but no retain data was given")

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from quail_repro.build import from_config
-from quail_repro.classify import check_classify_eval
+from quail_repro.classification import check_classification_eval
 from quail_repro.data.tweets import TweetSource
 from quail_repro.errors import ConfigError, QuailError
 from quail_repro.eval.muse_eval import check_eval_config
@@ -94,15 +94,15 @@ def build_components(cfg: DictConfig) -> Components:
 
 def _check_task(cfg: DictConfig, classification: bool, model) -> None:
     """The classification task (dataset=mini_tweets | tweets_csv | tweets_hub) needs a classifier
-    and eval=classify; a MUSE corpus needs a language model and MUSE's eval."""
+    and eval=classification; a MUSE corpus needs a language model and MUSE's eval."""
     from quail_repro.models.classifier import SequenceClassifier
 
     if classification != isinstance(model, SequenceClassifier) or classification != (cfg.eval.task ==
                                                                                      "classification"):
-        need = "model=minilm_cls (or another classifier) and eval=classify" if classification else \
+        need = "model=minilm_cls (or another classifier) and eval=classification" if classification else \
             "a language model (model=tiny_llama ...) and a MUSE eval (eval=mini | muse)"
         raise ConfigError(f"dataset={cfg.dataset.name} needs {need}; got model={cfg.model.name}, eval task "
-                          f"{cfg.eval.task!r} (+experiment=tweets sets all three)")
+                          f"{cfg.eval.task!r} (+experiment=classification sets all three)")
 
 
 def check_config(cfg: DictConfig) -> tuple[DictConfig, Components]:
@@ -117,5 +117,5 @@ def check_config(cfg: DictConfig) -> tuple[DictConfig, Components]:
     parts = build_components(cfg)
     classification = isinstance(parts.source, TweetSource)
     _check_task(cfg, classification, parts.recipe)
-    (check_classify_eval if classification else check_eval_config)(cfg.eval)
+    (check_classification_eval if classification else check_eval_config)(cfg.eval)
     return cfg, parts

@@ -26,7 +26,7 @@ def _compose(overrides, hydra=True):
 
 def test_every_table_is_listed():
     assert sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")) == \
-        sorted(TABLES + ["toy", "toy_learns", "tweets", "toy_tweets"])
+        sorted(TABLES + ["toy", "toy_learns", "classification", "toy_classification"])
 
 
 @pytest.mark.parametrize("name", TABLES)

@@ -62,7 +62,7 @@ def stage_keys(environment: dict, tmp_path) -> dict[str, str]:
                  lambda: stages.analyse(r, r.models.retrain, "rtn_int4")):
         with contextlib.suppress(FileNotFoundError):  # the stage reads the entry it did not build
             call()
-    cls = compose_cfg("+experiment=tweets")
+    cls = compose_cfg("+experiment=classification")
     from_config(cls.dataset).prepare(cache)
     from_config(cls.model).prepare(Posts(), "posts-key", cache, "cpu")
     return cache.keys

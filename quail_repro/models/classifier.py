@@ -19,7 +19,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from quail_repro.cache import Cache, to_plain
-from quail_repro.classify import ClassifierTrainConfig, encode, train_classifier
+from quail_repro.classification import ClassifierTrainConfig, encode, train_classifier
 from quail_repro.errors import ConfigError
 from quail_repro.models.base import ModelRef, resolve_dtype
 

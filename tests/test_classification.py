@@ -181,9 +181,9 @@ def test_a_classification_dataset_needs_a_classifier_and_its_eval():
     with pytest.raises(ConfigError, match="dataset=mini_tweets needs model=minilm_cls"):
         check_config(cfg_of("dataset=mini_tweets", "device=cpu"))
     with pytest.raises(ConfigError, match="dataset=mini_news needs a language model"):
-        check_config(cfg_of("+experiment=tweets", "dataset=mini_news", "device=cpu"))
+        check_config(cfg_of("+experiment=classification", "dataset=mini_news", "device=cpu"))
     with pytest.raises(ConfigError, match="fraction=1.5"):
-        check_config(cfg_of("+experiment=tweets", "forget@dataset.forget=random", "dataset.forget.fraction=1.5",
+        check_config(cfg_of("+experiment=classification", "forget@dataset.forget=random", "dataset.forget.fraction=1.5",
                             "device=cpu"))
 
 
@@ -229,7 +229,7 @@ def test_results_schema_keeps_each_task_to_its_own_metrics():
 def toy_table4(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("table4")
     sweep = tmp / "sweep"
-    proc = subprocess.run([sys.executable, "-m", "quail_repro", "+experiment=[table4,toy_tweets]", "device=cpu",
+    proc = subprocess.run([sys.executable, "-m", "quail_repro", "+experiment=[table4,toy_classification]", "device=cpu",
                            "method=target,retrain,ga,npo_klr,quail", "logger=none", f"paths.cache={tmp / 'cache'}",
                            f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -268,7 +268,7 @@ def test_poisoned_posts_are_scored_under_their_true_labels(tmp_path, split_files
     labels that are 1, acc_poison_true the true labels that are 1."""
     from transformers import AutoTokenizer
 
-    from quail_repro.classify import evaluate_classifier
+    from quail_repro.classification import evaluate_classifier
     from quail_repro.models.classifier import resolve_checkpoint
 
     class AlwaysOne(torch.nn.Module):
@@ -279,8 +279,8 @@ def test_poisoned_posts_are_scored_under_their_true_labels(tmp_path, split_files
 
     flip = corpus_of(tmp_path, "dataset=tweets_csv", *split_files, "forget@dataset.forget=label_flip",
                      "dataset.forget.fraction=0.3")
-    tok = AutoTokenizer.from_pretrained(resolve_checkpoint(cfg_of("+experiment=tweets").model.pretrained)[0])
-    metrics, rows = evaluate_classifier(AlwaysOne(), tok, flip, cfg_of("+experiment=tweets").eval)
+    tok = AutoTokenizer.from_pretrained(resolve_checkpoint(cfg_of("+experiment=classification").model.pretrained)[0])
+    metrics, rows = evaluate_classifier(AlwaysOne(), tok, flip, cfg_of("+experiment=classification").eval)
     share_one = lambda ps: 100 * sum(p["label"] == 1 for p in ps) / len(ps)  # noqa: E731
     assert metrics["acc_forget"] == share_one(flip.split("forget"))
     assert metrics["acc_poison_true"] == share_one(flip.split("poison"))

@@ -148,7 +148,7 @@ def evaluate_classifier(model, tokenizer, corpus, cfg) -> tuple[dict, dict]:
     return metrics, rows
 
 
-def check_classify_eval(cfg) -> None:
+def check_classification_eval(cfg) -> None:
     for key in ("batch_size", "max_length"):
         _check_positive(f"eval.{key}", cfg[key], integer=True)
     _check_positive("eval.retain_items", cfg.retain_items, integer=True, allow_none=True)
