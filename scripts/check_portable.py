@@ -4,7 +4,7 @@ have them), each from its own empty cache, and prints each machine's metrics, th
 wall-clock, and whether all agree.
 
     .venv/bin/python scripts/check_portable.py --mode portable [--jobs 2] [overrides...]
-    .venv/bin/python scripts/check_portable.py --mode fast --machines avx512,AUTO,2 default,COMPATIBLE,1
+    .venv/bin/python scripts/check_portable.py --mode fast --machine avx512,AUTO,2 --machine default,COMPATIBLE,1
 
 Emulation has a limit: it changes what torch and MKL choose on this CPU, not the CPU itself (another
 vendor's MKL path, glibc's own per-CPU math routines); docs/results/numerics.md says what was seen.
@@ -68,7 +68,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", default="portable", help="numerics config: portable | fast")
     ap.add_argument("--jobs", type=int, default=1, help="machines run side by side")
-    ap.add_argument("--machines", nargs="*", help="level,BRANCH,threads (default: every one this CPU can emulate)")
+    ap.add_argument("--machine", action="append", dest="machines",
+                    help="level,BRANCH,threads, once per machine (default: every one this CPU can emulate)")
     args, overrides = ap.parse_known_args()
     machines = ([(m.split(",")[0], m.split(",")[1], int(m.split(",")[2])) for m in args.machines]
                 if args.machines else machines_here())
