@@ -1,7 +1,7 @@
 """The stages: data -> target/retrain -> unlearn -> quantize + evaluate -> analyse.
 
-Each stage is a function of the :class:`Run` (config, cache, and what earlier stages made) that
-returns a value; its output is a cache entry keyed by everything that made it (cache.py), so a
+Each stage is a function of the :class:`Run` (config, its components built once by the check,
+cache, and what earlier stages made) that returns a value; its output is a cache entry keyed by everything that made it (cache.py), so a
 sweep never recomputes a corpus, a model, an unlearned model or an evaluation it already has.
 ``run.cfg.device`` is the resolved device (validate.check_config sets it before any stage).
 """
