@@ -56,6 +56,11 @@ def _mkl():
     return get, put, buf.value.decode()
 
 
+def _blas_info() -> str:
+    """The BLAS torch was built with, as its build settings name it (mkl, open, ...)."""
+    return torch.__config__.show().split("BLAS_INFO=")[-1].split(",")[0]
+
+
 def mkl_branch() -> str | None:
     """MKL's code path as MKL reports it (OFF: its own choice per CPU), None without MKL."""
     mkl = _mkl()
@@ -73,7 +78,7 @@ def _set_mkl_branch(branch: str) -> None:
     mkl = _mkl()
     if mkl is None:
         raise NumericsError(f"numerics.blas_path={branch!r} pins MKL's code path, but this torch has no MKL "
-                            f"(its BLAS: {torch.__config__.show().split('BLAS_INFO=')[-1].split(',')[0]}); "
+                            f"(its BLAS: {_blas_info()}); "
                             "use numerics=fast, or a torch build with MKL (the x86-64 wheels)")
     code = MKL_BRANCHES[name] | (MKL_STRICT if strict else 0)
     if mkl[0](1) == code:
@@ -144,7 +149,7 @@ def environment(n: DictConfig, device: str) -> dict:
     else:
         env |= {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
                 "blas": {"mkl": _mkl()[2], "branch": mkl_branch()} if _mkl() else
-                torch.__config__.show().split("BLAS_INFO=")[-1].split(",")[0]}
+                _blas_info()}
     env["fingerprint"] = fingerprint(device)
     return env
 
