@@ -111,6 +111,12 @@ def quantizer_codes(quantizer, weight: Tensor, *, dtype: torch.dtype | str | Non
     return q.codes, q.step
 
 
+def quantized_values(quantizer, weight: Tensor) -> Tensor:
+    """One Linear weight as the quantizer's grid gives it back (dequantized, float32): what a
+    quantized model computes with (quail_repro.fakequant)."""
+    return _quantize(quantizer, weight).values
+
+
 def layer_names_for(model: nn.Module) -> list[str]:
     """State-dict names of the weights the quantizers really quantize (not lm_head, norms, embeddings)."""
     names = []

@@ -12,7 +12,7 @@ metrics (``acc_forget`` ... ``mia_auc``, written only by classification runs); 4
 (CPU, its kernel level, torch threads and version, GPU: quail_repro.machine); 5: ``machine.numerics``
 (the numeric environment the cache keys carry: quail_repro.numerics) and ``provenance``: per cache
 entry the run used, the machine that built it and when (a shared cache's entry may come from another
-machine).
+machine); 6: ``unlearning.stopped_early`` (method.early_stop).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,7 @@ class Unlearning:
     """How the unlearning stage ended; for QUAIL, whether its hinge ever acted."""
     status: str = "ok"  # ok | diverged
     steps: int | None = None
+    stopped_early: bool | None = None  # method.early_stop set: whether its criterion ended the run
     margin: float | None = None  # QUAIL: the margin as resolved at run time (auto from a quantizer)
     hinge_active_steps: int | None = None  # QUAIL: steps whose hinge term was > 0
     hinge_mean: float | None = None  # QUAIL: the hinge term's mean over all steps

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from transformers import AutoTokenizer
 
 from quail_repro.analysis import analyse_buckets, layer_names_for, logit_shifts, quantizer_codes
+from quail_repro.losses import IGNORE_INDEX, logit_distance
 from quail_repro.cache import Cache
 from quail_repro.classification import CLASSIFICATION, encode, evaluate_classifier
 from quail_repro.data.tweets import TweetCorpus
@@ -176,14 +177,41 @@ def half_step(model, quantizer, aggregate: str) -> float:
     return 0.5 * AUTO_MARGIN_REDUCERS[aggregate](steps).item()
 
 
-def resolve_auto_margin(method, method_cfg: DictConfig, target_model, quantizer) -> float | None:
-    """QUAIL's margin: an auto one measured now (scale * half the step of ``quantizer`` on the
-    target's weights, aggregated over them); None for a method without a hinge."""
+#: method.auto_margin.kind: what an auto margin measures
+AUTO_MARGIN_KINDS = ("half_step", "quantizer_shift")
+
+
+def quantizer_shift(model, quantizer, blocks, distance: str, batch_size: int, task) -> float:
+    """How far the quantizer alone moves the model's logits on ``blocks``: the mean over their target
+    tokens of distance(logits of the quantized model, logits of the model), in logit units."""
+    from quail_repro.fakequant import FakeQuant
+
+    fake = FakeQuant(quantizer, model)
+    quantized = fake.view(model, frozen=fake.weights(model, straight_through=False))
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(blocks), batch_size):
+            batch = task.batch(blocks[torch.arange(i, min(i + batch_size, len(blocks)))], model.device)
+            ref, cur = task.outputs(model, batch), task.outputs(quantized, batch)
+            mask = cur.targets != IGNORE_INDEX
+            total += float((logit_distance(cur.logits, ref.logits, distance) * mask).sum())
+            count += int(mask.sum())
+    return total / max(count, 1)
+
+
+def resolve_auto_margin(method, method_cfg: DictConfig, target_model, quantizer, measure_shift) -> float | None:
+    """QUAIL's margin: an auto one measured now, scale x either half the step of ``quantizer`` on the
+    target's weights aggregated over them (kind half_step), or the logit shift the quantizer itself
+    causes on the target's forget tokens (kind quantizer_shift: ``measure_shift()``, cached); None for
+    a method without a hinge."""
     if not isinstance(method, Quail):
         return None
     if method.margin is None:
         a = method_cfg.auto_margin
-        method.resolve_margin(a.scale * half_step(target_model, quantizer, a.aggregate))
+        if a.kind == "quantizer_shift":
+            method.resolve_margin(a.scale * measure_shift())
+        else:
+            method.resolve_margin(a.scale * half_step(target_model, quantizer, a.aggregate))
     return method.margin
 
 
@@ -212,18 +240,33 @@ def unlearn(run: Run) -> Unlearned:
     def build(d: Path):
         model, tok = load(models.target, cfg, train_dtype)
         method = run.parts.method
-        margin = resolve_auto_margin(method, m, model, run.parts.margin_quantizer)
+        blocks = _posts if data.classification else _blocks
+        task = CLASSIFICATION if data.classification else CAUSAL_LM
+        forget, retain = blocks(tok, data.corpus, m, (m.forget_split, True), (m.retain_split, method.uses_retain))
+
+        def measure_shift() -> float:  # once per target, quantizer, distance and forget data
+            q = run.parts.margin_quantizer
+            shift_spec = {"target": models.target.key, "corpus": data.key, "quantizer": q.describe(),
+                          "distance": m.hinge.distance, "forget": [m.forget_split, m.max_length, m.data_layout]}
+
+            def build_shift(out: Path):
+                value = quantizer_shift(model, q, forget, m.hinge.distance, m.batch_size, task)
+                write_json(out / "margin.json", {"quantizer_shift": value})
+            return _read(cache.get_or_build("margin", shift_spec, build_shift), "margin.json")["quantizer_shift"]
+
+        margin = resolve_auto_margin(method, m, model, run.parts.margin_quantizer, measure_shift)
         reference = None  # the frozen original, loaded only for methods that compare with it (a 7B copy is 13.5 GB)
         if method.reference_on_forget or method.reference_on_retain:
             reference, _ = load(models.target, cfg, train_dtype)
             reference.requires_grad_(False)
-        forget, retain = (_posts if data.classification else _blocks)(tok, data.corpus, m, method.uses_retain)
+        stop_split = m.early_stop.reference_split if m.early_stop is not None else None
+        (stop_blocks,) = blocks(tok, data.corpus, m, (stop_split, stop_split is not None))
         extra = {} if margin is None else {"margin": margin}
         adapter = run.parts.adapter  # LoRA: the loss trains an adapter
         trained = adapter.attach(model) if adapter else model
         try:
             history = unlearn_loop(trained, reference, method, forget, retain, settings, desc=f"unlearn {m.name}",
-                                   task=CLASSIFICATION if data.classification else CAUSAL_LM)
+                                   task=task, stop_blocks=stop_blocks)
         except Diverged as err:
             write_json(d / "status.json", {"status": "diverged", "step": err.step, "loss": err.loss,
                                            "reason": err.reason, **extra})
@@ -233,7 +276,8 @@ def unlearn(run: Run) -> Unlearned:
         model.save_pretrained(d)
         tok.save_pretrained(d)
         write_json(d / "history.json", history)
-        write_json(d / "status.json", {"status": "ok", "steps": len(history), **extra})
+        stopped = {} if settings.early_stop is None else {"stopped_early": bool(history and history[-1].get("stopped"))}
+        write_json(d / "status.json", {"status": "ok", "steps": len(history), **stopped, **extra})
 
     entry = cache.get_or_build("unlearn", spec, build)
     status = _read(entry, "status.json")
@@ -244,16 +288,18 @@ def unlearn(run: Run) -> Unlearned:
     return Unlearned(ModelRef(path=str(entry), key=entry.name, tokenizer=str(entry)), record, history)
 
 
-def _blocks(tok, corpus: MuseCorpus, m: DictConfig, uses_retain: bool):
-    """Forget (and retain) texts as token blocks of a causal LM."""
+def _blocks(tok, corpus: MuseCorpus, m: DictConfig, *wanted: tuple[str, bool]):
+    """Each (split, used) as token blocks of a causal LM, None where unused."""
+    for split, use in wanted:
+        if use and split not in corpus.raw:
+            raise ConfigError(f"the method asks for raw split {split!r}; the corpus has {sorted(corpus.raw)}")
     return tuple(unlearning_blocks(tok, corpus.raw[split], m.max_length, m.data_layout) if use else None
-                 for split, use in ((m.forget_split, True), (m.retain_split, uses_retain)))
+                 for split, use in wanted)
 
 
-def _posts(tok, corpus: TweetCorpus, m: DictConfig, uses_retain: bool):
-    """Forget (and retain) posts as classification.Examples."""
-    return tuple(encode(tok, corpus.split(split), m.max_length) if use else None
-                 for split, use in ((m.forget_split, True), (m.retain_split, uses_retain)))
+def _posts(tok, corpus: TweetCorpus, m: DictConfig, *wanted: tuple[str, bool]):
+    """Each (split, used) as classification.Examples, None where unused."""
+    return tuple(encode(tok, corpus.split(split), m.max_length) if use else None for split, use in wanted)
 
 
 # -- quantize + evaluate, analyse ---------------------------------------------------------

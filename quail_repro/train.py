@@ -178,6 +178,21 @@ class LMTrainConfig:
 
 
 @dataclass(frozen=True)
+class EarlyStop:
+    """method.early_stop: stop once the forget set looks like text the model never saw, i.e. its
+    mean NLL (eval mode, checked every ``every`` steps) reaches ``ratio`` x the starting model's
+    NLL on ``reference_split``. A state, not a step count, ends the run, so a faster or slower
+    trajectory (another seed, another CPU's rounding) stops at a comparable model."""
+    every: int
+    ratio: float
+    reference_split: str
+
+    def __post_init__(self):
+        _check_positive("method.early_stop.every", self.every, integer=True)
+        _check_positive("method.early_stop.ratio", self.ratio, integer=False)
+
+
+@dataclass(frozen=True)
 class UnlearnConfig:
     """The optimisation settings of conf/method/*.yaml; every field required."""
     lr: float
@@ -189,6 +204,7 @@ class UnlearnConfig:
     grad_clip: float | None
     max_abs_loss: float | None
     param_dtype: str  # float32 | bfloat16_emulated (round to bf16 after each step) | native
+    early_stop: EarlyStop | None
 
     def __post_init__(self):
         if self.param_dtype not in PARAM_DTYPES:
@@ -202,7 +218,15 @@ class UnlearnConfig:
 
     @classmethod
     def from_method(cls, method_cfg) -> "UnlearnConfig":
-        return cls(**{f.name: method_cfg[f.name] for f in fields(cls)})
+        values = {f.name: method_cfg[f.name] for f in fields(cls)}
+        stop = values["early_stop"]
+        if stop is not None:
+            try:
+                values["early_stop"] = EarlyStop(**stop)
+            except TypeError as err:
+                raise ConfigError(f"method.early_stop={dict(stop)!r}: needs exactly every, ratio and "
+                                  f"reference_split ({err})") from None
+        return cls(**values)
 
 
 def _epoch_blocks(docs: list[list[int]], cfg: "LMTrainConfig", generator: torch.Generator):
@@ -250,17 +274,38 @@ def train_lm(model, docs: list[list[int]], cfg: LMTrainConfig, desc: str = "trai
     return history
 
 
+def mean_nll_over(model, blocks, batch_size: int, task: Task) -> float:
+    """Mean NLL per target token over all ``blocks``, in eval mode and without gradients (the
+    model's train/eval mode is restored)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(blocks), batch_size):
+            out = task.outputs(model, task.batch(blocks[torch.arange(i, min(i + batch_size, len(blocks)))], model.device))
+            total -= losses.token_logprobs(out.logits, out.targets).sum().item()
+            count += int((out.targets != losses.IGNORE_INDEX).sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
 def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Tensor,
             retain_blocks: torch.Tensor | None, cfg: UnlearnConfig, desc: str = "unlearn",
-            task: Task = CAUSAL_LM) -> list[dict[str, float]]:
+            task: Task = CAUSAL_LM, stop_blocks=None) -> list[dict[str, float]]:
     """Unlearning with AdamW at a constant learning rate and no warmup (as MUSE and [1]).
 
     One step = one forget batch (+ one retain batch, cycled, if the method has a
     retain term). ``cfg.epochs`` counts passes over the forget set; ``cfg.max_steps`` caps them.
     ``task``: token blocks of a causal LM, or classification.Examples with classification.CLASSIFICATION.
+    With ``cfg.early_stop``, ``stop_blocks`` are its reference split's blocks: the run stops
+    after the first check at which the forget blocks' NLL reaches ratio x their NLL under the
+    starting model (the check's rows carry ``forget_nll`` and the last one ``stopped``).
     """
     if method.uses_retain and retain_blocks is None:
         raise ConfigError("this method has a retain term but no retain data was given")
+    stop = cfg.early_stop
+    if stop is not None and stop_blocks is None:
+        raise ConfigError("method.early_stop is set but no blocks of its reference_split were given")
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     total = math.ceil(len(forget_blocks) / cfg.batch_size) * cfg.epochs
@@ -272,30 +317,38 @@ def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Ten
         reference.eval()
     elif method.reference_on_forget or method.reference_on_retain:
         raise ConfigError("this method compares with the original model but no reference model was given")
+    method.prepare(model, reference)
     params = method.trainable_parameters(model, reference, forget_blocks, cfg.batch_size, task)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    threshold = None
+    if stop is not None:  # measured on the model before its first step: the target itself
+        threshold = stop.ratio * mean_nll_over(model, stop_blocks, cfg.batch_size, task)
+        log.info("early stop once the forget NLL reaches %.4f (%s x the %s NLL), checked every %d steps",
+                 threshold, stop.ratio, stop.reference_split, stop.every)
     model.train()
     history = []
     bar = tqdm(range(total), desc=desc)
     for step in bar:
         fb = task.batch(next(forget_iter), model.device)
-        forget = (task.outputs(model, fb), _reference_outputs(reference, fb, method.reference_on_forget, task))
+        forget = method.forget_outputs(model, reference, fb, task)
         retain = None
         if retain_iter is not None:
             rb = task.batch(next(retain_iter), model.device)
-            retain = (task.outputs(model, rb), _reference_outputs(reference, rb, method.reference_on_retain, task))
+            retain = method.retain_outputs(model, reference, rb, task)
         loss, parts = method.loss(forget, retain)
         descend(model, opt, loss, step, cfg.grad_clip, cfg.max_abs_loss)
         if cfg.param_dtype == "bfloat16_emulated":
             round_params_to_bf16(model)
-        history.append({"step": step, **parts})
+        row = {"step": step, **parts}
+        history.append(row)
         bar.set_postfix(loss=f"{parts['total']:.3f}")
+        if threshold is not None and (step + 1) % stop.every == 0:
+            row["forget_nll"] = mean_nll_over(model, forget_blocks, cfg.batch_size, task)
+            row["stop_threshold"] = threshold
+            if row["forget_nll"] >= threshold:
+                row["stopped"] = True
+                log.info("early stop after step %d: forget NLL %.4f >= %.4f", step + 1, row["forget_nll"], threshold)
+                break
     model.eval()
     return history
 
-
-def _reference_outputs(reference, batch, needed: bool, task: Task) -> Outputs | None:
-    if not needed:
-        return None
-    with torch.no_grad():
-        return task.outputs(reference, batch)

@@ -18,7 +18,7 @@ from quail_repro.classification import check_classification_eval
 from quail_repro.data.tweets import TweetSource
 from quail_repro.errors import ConfigError, QuailError
 from quail_repro.eval.muse_eval import check_eval_config
-from quail_repro.stages import AUTO_MARGIN_REDUCERS
+from quail_repro.stages import AUTO_MARGIN_KINDS, AUTO_MARGIN_REDUCERS
 from quail_repro.train import DATA_LAYOUTS, UnlearnConfig
 
 log = logging.getLogger(__name__)
@@ -49,19 +49,30 @@ def build_method(m: DictConfig) -> tuple[object | None, object | None, object | 
     if m.get("saliency") is not None:  # SURE checks its percentile
         method = from_config(m.saliency, base=method)
     adapter = from_config(m.lora) if m.get("lora") is not None else None  # LoRA checks rank, alpha, modules
+    looks_through = m.get("fake_quant") is not None or (m.get("hinge") is not None and m.hinge.space == "quantized")
+    if adapter is not None and looks_through:
+        raise ConfigError("a forward through the quantizer (method.fake_quant, method.hinge.space=quantized) "
+                          "quantizes the base weights, not a LoRA adapter's update: drop one of the two")
+    if m.get("fake_quant") is not None:  # its quantizer node is built with it
+        method = from_config(m.fake_quant, base=method)
     if m.get("hinge") is None:
         return method, adapter, None
-    method = from_config(m.hinge, base=method)  # Quail checks distance and margin
-    if m.hinge.margin != "auto":
-        return method, adapter, None
-    if m.auto_margin.aggregate not in AUTO_MARGIN_REDUCERS:
-        raise ConfigError(f"method.auto_margin.aggregate={m.auto_margin.aggregate!r}: "
-                          f"choose one of {sorted(AUTO_MARGIN_REDUCERS)}")
-    quantizer = m.auto_margin.get("quantizer")
-    if not isinstance(quantizer, DictConfig) or "_target_" not in quantizer:  # e.g. a bare name
-        raise ConfigError(f"quantizer {quantizer!r} not found: method.auto_margin.quantizer is a "
-                          "conf/quant config, chosen with quant@method.auto_margin.quantizer=NAME")
-    return method, adapter, from_config(quantizer)
+    quantizer = None
+    if m.hinge.margin == "auto" or m.hinge.space == "quantized":
+        a = m.auto_margin
+        if a.kind not in AUTO_MARGIN_KINDS:
+            raise ConfigError(f"method.auto_margin.kind={a.kind!r}: choose one of {list(AUTO_MARGIN_KINDS)}")
+        if a.aggregate not in AUTO_MARGIN_REDUCERS:
+            raise ConfigError(f"method.auto_margin.aggregate={a.aggregate!r}: "
+                              f"choose one of {sorted(AUTO_MARGIN_REDUCERS)}")
+        node = a.get("quantizer")
+        if not isinstance(node, DictConfig) or "_target_" not in node:  # e.g. a bare name
+            raise ConfigError(f"quantizer {node!r} not found: method.auto_margin.quantizer is a "
+                              "conf/quant config, chosen with quant@method.auto_margin.quantizer=NAME")
+        quantizer = from_config(node)
+    # Quail checks distance, margin and space
+    method = from_config(m.hinge, base=method, quantizer=quantizer if m.hinge.space == "quantized" else None)
+    return method, adapter, quantizer if m.hinge.margin == "auto" else None
 
 
 @dataclass

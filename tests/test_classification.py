@@ -18,7 +18,7 @@ from quail_repro.methods.base import Outputs
 from quail_repro.methods.ga import GA
 from quail_repro.methods.npo import NPO
 from quail_repro.methods.regularizers import KLR
-from quail_repro.results import PrecisionMetrics, Results
+from quail_repro.results import SCHEMA_VERSION, PrecisionMetrics, Results
 from quail_repro.validate import check_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -249,7 +249,7 @@ def test_toy_table4_writes_its_table_and_classification_results(toy_table4):
     assert "acc-p" not in md  # no poisoning here
     assert "Recovery ratio of acc-forget" in md and "| ga " in md[md.index("Recovery ratio of acc-forget"):]
     ga = results_of(toy_table4, "2_ga")
-    assert ga["status"] == "ok" and ga["schema_version"] == 5
+    assert ga["status"] == "ok" and ga["schema_version"] == SCHEMA_VERSION
     assert set(ga["metrics"]["none"]) == {"acc_forget", "acc_retain", "acc_test", "f1_forget", "f1_retain", "f1_test",
                                           "mia_auc"}
     assert set(ga["recovery"]) == {"rtn_int8", "bnb_nf4"} and list(ga["recovery"]["bnb_nf4"]) == ["acc_forget"]

@@ -24,7 +24,7 @@ def _cfg(cache, *overrides):
 
 def _settings(**kw):
     base = dict(lr=1e-3, epochs=1, batch_size=2, max_steps=3, seed=0, weight_decay=0.01, grad_clip=1.0,
-                max_abs_loss=None, param_dtype="float32")
+                max_abs_loss=None, param_dtype="float32", early_stop=None)
     return UnlearnConfig(**{**base, **kw})
 
 

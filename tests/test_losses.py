@@ -201,9 +201,10 @@ def test_quail_adds_gamma_times_hinge_to_the_base_loss():
     forget_cur, forget_ref = _outputs(LN3), _outputs(0.0)   # logits [0, ln3] vs [0, 0]: l2 = ln 3
     retain = (_outputs(0.0), None)
     base = GDR(GA(), alpha=1.0)
-    method = Quail(base, gamma=2.0, margin=1.5, distance="l2")
+    method = Quail(base, gamma=2.0, margin=1.5, distance="l2", space="full")
     assert method.uses_retain and method.reference_on_forget and not method.reference_on_retain
-    total, parts = method.loss((forget_cur, forget_ref), retain)
+    # (model, original for the base's term: GA needs none, model and original for the hinge)
+    total, parts = method.loss((forget_cur, None, forget_cur, forget_ref), retain)
     base_total, _ = base.loss((forget_cur, forget_ref), retain)
     assert parts["hinge"] == pytest.approx(1.5 - LN3)
     assert total.item() == pytest.approx(base_total.item() + 2.0 * (1.5 - LN3))

@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 
 from quail_repro.errors import ConfigError, DataError
 from quail_repro.pipeline import run
-from quail_repro.results import PrecisionMetrics, Results, write_results
+from quail_repro.results import SCHEMA_VERSION, PrecisionMetrics, Results, write_results
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 METRICS = {"verbmem_f", "knowmem_f", "knowmem_r", "privleak", "privleak_auc"}
@@ -102,7 +102,7 @@ def test_results_record_the_machine_that_made_them(toy_run):
 
     _, _, results = toy_run
     m = results["machine"]
-    assert results["schema_version"] == 5
+    assert results["schema_version"] == SCHEMA_VERSION
     assert m["torch_threads"] == torch.get_num_threads() and m["torch"] == torch.__version__
     assert m["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and m["cpu"]
     assert m["gpu"] is None or torch.cuda.is_available()

@@ -20,10 +20,58 @@ class Outputs:
     targets: torch.Tensor  # IGNORE_INDEX where no loss is taken
 
 
+def paired_outputs(model, reference, batch, task, with_reference: bool, forward=None,
+                   reference_forward=None) -> tuple[Outputs, Outputs | None]:
+    """The model's outputs on a batch (through ``forward``, the model's own by default) and, when
+    asked, the frozen reference's under the same dropout masks: a model in train mode has the
+    reference run in train mode too, replaying the random stream the model's forward drew from, so
+    the two differ by their weights only (with dropout, an eval-mode reference differs from the
+    model at step 0 already)."""
+    replay = with_reference and model.training
+    cuda = replay and batch_device(batch).type == "cuda"
+    state = (torch.get_rng_state(), torch.cuda.get_rng_state() if cuda else None) if replay else None
+    cur = task.outputs(forward or model, batch)
+    if not with_reference:
+        return cur, None
+    with torch.no_grad():
+        if state is None:
+            return cur, task.outputs(reference_forward or reference, batch)
+        after = (torch.get_rng_state(), torch.cuda.get_rng_state() if cuda else None)
+        _set_rng(state)
+        reference.train()
+        try:
+            ref = task.outputs(reference_forward or reference, batch)
+        finally:
+            reference.eval()
+            _set_rng(after)
+    return cur, ref
+
+
+def batch_device(batch: dict) -> torch.device:
+    return batch["input_ids"].device
+
+
+def _set_rng(state) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1])
+
+
 class UnlearningMethod:
     #: whether the frozen original model must be run on forget / retain batches
     reference_on_forget = False
     reference_on_retain = False
+
+    def prepare(self, model, reference) -> None:
+        """Once before the first step (a method that precomputes from the target overrides it)."""
+
+    def forget_outputs(self, model, reference, batch, task) -> tuple:
+        """What the forget term sees of a batch: the model's outputs and, if the method compares
+        with it, the frozen original's (a method that looks through a quantizer adds to it)."""
+        return paired_outputs(model, reference, batch, task, self.reference_on_forget)
+
+    def retain_outputs(self, model, reference, batch, task) -> tuple:
+        return paired_outputs(model, reference, batch, task, self.reference_on_retain)
 
     @property
     def uses_retain(self) -> bool:

@@ -15,6 +15,12 @@ class Regularized(UnlearningMethod):
         self.forget_method, self.alpha = forget, float(alpha)
         self.reference_on_forget = forget.reference_on_forget
 
+    def prepare(self, model, reference) -> None:
+        self.forget_method.prepare(model, reference)
+
+    def forget_outputs(self, model, reference, batch, task) -> tuple:
+        return self.forget_method.forget_outputs(model, reference, batch, task)
+
     def forget_loss(self, cur: Outputs, ref: Outputs | None):
         return self.forget_method.forget_loss(cur, ref)
 

@@ -34,6 +34,15 @@ class Sure(UnlearningMethod):
     def uses_retain(self) -> bool:
         return self.base.uses_retain
 
+    def prepare(self, model, reference) -> None:
+        self.base.prepare(model, reference)
+
+    def forget_outputs(self, model, reference, batch, task) -> tuple:
+        return self.base.forget_outputs(model, reference, batch, task)
+
+    def retain_outputs(self, model, reference, batch, task) -> tuple:
+        return self.base.retain_outputs(model, reference, batch, task)
+
     def forget_loss(self, cur: Outputs, ref: Outputs | None):
         return self.base.forget_loss(cur, ref)
 
