@@ -92,7 +92,7 @@ class Cache:
     def _hit(self, entry: Path) -> Path:
         prov = entry / PROVENANCE
         made = json.loads(prov.read_text()) if prov.exists() else {}  # entries older than provenance have none
-        self.used[entry.name] = {k: made.get(k, "unknown") for k in ("built_by", "built_at")}
+        self.used[entry.name] = {k: made.get(k, "unknown") for k in ("built_by", "built_at", "build_seconds")}
         return entry
 
     def get_or_build(self, stage: str, spec: Any, build: Callable[[Path], None], numeric: bool = True) -> Path:
@@ -109,9 +109,12 @@ class Cache:
             tmp = entry.with_name(f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}")
             tmp.mkdir(parents=True)
             try:
+                started = time.perf_counter()
                 build(tmp)
+                seconds = round(time.perf_counter() - started, 2)
                 (tmp / SPEC).write_text(json.dumps(to_plain(spec), indent=2, sort_keys=True))
                 provenance = {"built_by": self.provenance, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                              "build_seconds": seconds,
                               **({"environment": self.environment} if numeric and self.environment else {})}
                 (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, sort_keys=True))
                 (tmp / COMPLETE).touch()

@@ -4,6 +4,7 @@ the tracker and the terminal. Only calls; every value goes into a Results."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import transformers
@@ -35,6 +36,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Results:
     logger = from_config(cfg.logger)
     logger.start(OmegaConf.to_container(cfg, resolve=True), str(run_dir))
     history, generations, figures, r = [], {}, {}, None
+    started = time.perf_counter()
     try:
         # first: torch's kernel level and MKL's path are fixed by the process's first kernel
         numerics.apply(cfg.numerics, resolve_device(cfg.device))
@@ -65,10 +67,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Results:
     except BaseException as err:  # a QuailError, a bug, an interrupt: on record, then raised
         results.status, results.error = "failed", f"{type(err).__name__}: {err}"
         results.provenance = r.cache.used if r is not None else {}
+        results.wall_seconds = round(time.perf_counter() - started, 2)
         write_results(run_dir, results)
         logger.finish(run_summary(results))
         raise
     results.provenance = r.cache.used
+    results.wall_seconds = round(time.perf_counter() - started, 2)
     write_results(run_dir, results)
     log_run(logger, results, history, generations, figures)
     logger.finish(run_summary(results))

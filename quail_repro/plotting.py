@@ -27,26 +27,23 @@ def _save(plt, fig, path) -> Path:
     return path
 
 
-def plot_dw_histogram(ratios: dict[str, Tensor], path) -> Path:
-    """One histogram of |dw|/Delta per label on a log-x axis, a line at 0.5 (half a step).
+def plot_dw_histogram(histograms: dict[str, dict], path) -> Path:
+    """One histogram of |dw|/Delta per label (analysis.dw_histogram) on a log-x axis, a line at 0.5
+    (half a step), over the bins where some label has weights.
 
     Exact zeros cannot sit on a log axis; the legend gives their share instead.
     """
     plt = pyplot()
-    positive = {k: v.float().flatten()[v.flatten() > 0] for k, v in ratios.items()}
-    present = [v for v in positive.values() if v.numel()]
-    lo = min(float(v.min()) for v in present) if present else 1e-6
-    hi = max(float(v.max()) for v in present) if present else 1.0
-    log_lo, log_hi = float(np.log10(lo)), float(np.log10(max(hi, lo * 10)))
-    edges = torch.logspace(log_lo, log_hi, 81)
+    lo, hi = next(iter(histograms.values()))["log10_range"] if histograms else (-8.0, 4.0)
     fig, ax = plt.subplots(figsize=(7, 4))
-    for label, v in ratios.items():
-        # equal bins of log10 |dw|/Delta: histc on the logs (torch.histogram's search over 80 edges
-        # took ~0.5 s per quantizer on 2.6M weights, most of a cached job's time)
-        logs = positive[label].double().log10()
-        counts = torch.histc(logs, bins=80, min=log_lo, max=log_hi) / max(v.numel(), 1)
-        zeros = 1 - positive[label].numel() / max(v.numel(), 1)
-        ax.stairs(counts.numpy(), edges.numpy(), label=f"{label} ({zeros:.1%} unchanged)")
+    used = [i for h in histograms.values() for i, c in enumerate(h["counts"]) if c]
+    first, last = (min(used), max(used) + 1) if used else (0, 1)
+    for label, h in histograms.items():
+        counts = np.asarray(h["counts"], dtype=float)
+        edges = np.logspace(lo, hi, len(counts) + 1)
+        total = max(h["total"], 1)
+        ax.stairs(counts[first:last] / total, edges[first:last + 1],
+                  label=f"{label} ({h['zeros'] / total:.1%} unchanged)")
     ax.axvline(0.5, color="k", linestyle="--", linewidth=1, label="half a step")
     ax.set(xscale="log", xlabel="|dw| / quantization step", ylabel="fraction of weights")
     ax.legend(fontsize=8)

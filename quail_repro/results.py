@@ -12,7 +12,8 @@ metrics (``acc_forget`` ... ``mia_auc``, written only by classification runs); 4
 (CPU, its kernel level, torch threads and version, GPU: quail_repro.machine); 5: ``machine.numerics``
 (the numeric environment the cache keys carry: quail_repro.numerics) and ``provenance``: per cache
 entry the run used, the machine that built it and when (a shared cache's entry may come from another
-machine); 6: ``unlearning.stopped_early`` (method.early_stop).
+machine); 6: ``unlearning.stopped_early`` (method.early_stop), ``wall_seconds`` and each provenance
+entry's ``build_seconds`` (where a run's time went).
 """
 from __future__ import annotations
 
@@ -149,8 +150,9 @@ class Results:
     utility: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
     # where the numbers were made (machine.describe()): another CPU or thread count gives other numbers
     machine: dict[str, Any] = field(default_factory=dict)
-    # cache entry -> {"built_by": machine.describe() of the machine that built it, "built_at"}
+    # cache entry -> {"built_by": machine.describe() of the machine that built it, "built_at", "build_seconds"}
     provenance: dict[str, dict] = field(default_factory=dict)
+    wall_seconds: float | None = None  # this run, start to results.json (cached stages take ~0)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -171,7 +173,7 @@ class Results:
     def to_dict(self) -> dict[str, Any]:
         # sections a run does not have (no error, no unlearning, a target row's analysis) are left out
         optional = ("error", "unlearning", "recovery", "recovery_items", "analysis", "notes", "utility",
-                    "machine", "provenance")
+                    "machine", "provenance", "wall_seconds")
         out = {k: v for k, v in asdict(self).items() if not (k in optional and not v)}
         out["metrics"] = {q: m.to_dict() for q, m in self.metrics.items()}
         if self.unlearning is not None:

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoTokenizer
 
-from quail_repro.analysis import analyse_buckets, layer_names_for, logit_shifts, quantizer_codes
+from quail_repro.analysis import analyse_buckets, dw_histogram, layer_names_for, logit_shifts, quantizer_codes
 from quail_repro.losses import IGNORE_INDEX, logit_distance
 from quail_repro.cache import Cache
 from quail_repro.classification import CLASSIFICATION, encode, evaluate_classifier
@@ -42,10 +42,11 @@ if TYPE_CHECKING:  # the components are built by validate.py, which imports this
 log = logging.getLogger(__name__)
 #: bump when the analysis gains or changes statistics, so cached analyses are redone
 #: (2: update transfer and KL added; 3: where the update lives: frac_changed, |w| of the changed
-#: weights, by_code and by_abs_w_decile; 4: the per-weight |dw|/Delta array saved as dw_in_steps.pt)
-ANALYSIS_VERSION = 4
+#: weights, by_code and by_abs_w_decile; 4: the per-weight |dw|/Delta array saved as dw_in_steps.pt;
+#: 5: a histogram of it instead, dw_hist.json, a few KB at any size)
+ANALYSIS_VERSION = 5
 #: bump when a change to the analysis figures' drawing code should redraw cached figures
-FIGURES_VERSION = 1
+FIGURES_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -397,9 +398,9 @@ class Analysis:
     entry: Path  # the cache entry (its name is the key analysis_figures draws by)
 
     @property
-    def dw_in_steps(self) -> torch.Tensor:
-        """Each weight's |dw| / Delta, for the histogram (read only when a figure is drawn)."""
-        return torch.load(self.entry / "dw_in_steps.pt")
+    def dw_histogram(self) -> dict:
+        """The histogram of each weight's |dw| / Delta (analysis.dw_histogram), for the figure."""
+        return _read(self.entry, "dw_hist.json")
 
 
 def analyse(run: Run, subject: ModelRef, precision: str) -> Analysis | None:
@@ -422,7 +423,8 @@ def analyse(run: Run, subject: ModelRef, precision: str) -> Analysis | None:
         names = layer_names_for(t_model)
         t_state, u_state = t_model.state_dict(), u_model.state_dict()
         stats, ratios = analyse_buckets(t_state, u_state, names, quantizer, dtype=models.dtype)
-        torch.save(ratios, d / "dw_in_steps.pt")
+        write_json(d / "dw_hist.json", dw_histogram(ratios))
+        del ratios
         task = CLASSIFICATION if data.classification else CAUSAL_LM
         if data.classification:  # the forget posts, one scored position (the class logits) each
             blocks = encode(tok, data.corpus.split("forget"), a.max_length)
@@ -452,7 +454,7 @@ def analysis_figures(analyses: dict[str, Analysis], cache: Cache) -> dict[str, P
              "analysis/bucket_overlap_per_layer": "bucket_overlap_per_layer.png"}
 
     def build(d: Path):
-        plot_dw_histogram({q: a.dw_in_steps for q, a in analyses.items()}, d / files["analysis/dw_over_step_hist"])
+        plot_dw_histogram({q: a.dw_histogram for q, a in analyses.items()}, d / files["analysis/dw_over_step_hist"])
         plot_overlap_per_layer({q: a.stats["per_layer"] for q, a in analyses.items()},
                                d / files["analysis/bucket_overlap_per_layer"])
 

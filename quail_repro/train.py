@@ -291,7 +291,7 @@ def mean_nll_over(model, blocks, batch_size: int, task: Task) -> float:
 
 def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Tensor,
             retain_blocks: torch.Tensor | None, cfg: UnlearnConfig, desc: str = "unlearn",
-            task: Task = CAUSAL_LM, stop_blocks=None) -> list[dict[str, float]]:
+            task: Task = CAUSAL_LM, stop_blocks=None, on_check: Callable | None = None) -> list[dict[str, float]]:
     """Unlearning with AdamW at a constant learning rate and no warmup (as MUSE and [1]).
 
     One step = one forget batch (+ one retain batch, cycled, if the method has a
@@ -300,6 +300,8 @@ def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Ten
     With ``cfg.early_stop``, ``stop_blocks`` are its reference split's blocks: the run stops
     after the first check at which the forget blocks' NLL reaches ratio x their NLL under the
     starting model (the check's rows carry ``forget_nll`` and the last one ``stopped``).
+    ``on_check(row, model)``, if given, runs at each check (evaluation during unlearning:
+    scripts/unlearning_trajectory.py); it must leave the model as it found it.
     """
     if method.uses_retain and retain_blocks is None:
         raise ConfigError("this method has a retain term but no retain data was given")
@@ -345,6 +347,8 @@ def unlearn(model, reference, method: UnlearningMethod, forget_blocks: torch.Ten
         if threshold is not None and (step + 1) % stop.every == 0:
             row["forget_nll"] = mean_nll_over(model, forget_blocks, cfg.batch_size, task)
             row["stop_threshold"] = threshold
+            if on_check is not None:
+                on_check(row, model)
             if row["forget_nll"] >= threshold:
                 row["stopped"] = True
                 log.info("early stop after step %d: forget NLL %.4f >= %.4f", step + 1, row["forget_nll"], threshold)

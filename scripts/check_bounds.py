@@ -31,8 +31,9 @@ ROWS = ("ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr")
 
 def machine_label(results) -> str:
     env = (results.machine or {}).get("numerics") or {}
-    blas = env.get("blas") or {}
-    return (f"{env.get('cpu_capability', '?')} / MKL {blas.get('branch', '?')} / {env.get('threads', '?')} thread(s)"
+    branch = (env.get("blas") or {}).get("branch", "?")
+    branch = "own choice (CBWR off)" if branch == "OFF" else branch  # what mkl_cbwr_get reports when unset
+    return (f"{env.get('cpu_capability', '?')} / MKL {branch} / {env.get('threads', '?')} thread(s)"
             f"{' / deterministic' if env.get('deterministic') else ''}")
 
 

@@ -1,28 +1,59 @@
 #!/usr/bin/env bash
 # The GPU end of +experiment=scale_search (issue 10): the widths a 2-core CPU cannot reach, hidden
-# 1024 and 2048 (FFN 2752 / 5440, 16 / 32 heads, 4 layers), each with fp32 storage and with native
+# 2048 and 1024 (FFN 5440 / 2752, 32 / 16 heads, 4 layers), each with fp32 storage and with native
 # bf16 end to end (scale_storage/bf16_native: target and retrain trained and stored in bf16,
 # unlearning in place in bf16, evaluation in bf16, as the reference [1]), evaluated with the
 # bitsandbytes CUDA kernels (bnb_nf4) and rtn_int4. The corpus, 200 unlearning steps, lrs
 # (1e-5, 1e-4) and seeds (0, 1) are the CPU part's, so these rows continue its width axis.
-# 16 jobs; expected 4-6 minutes on one H100 (an estimate from model size: no GPU was lent when this
-# was written); `timeout 570` keeps it under 10 minutes, and the table, rebuilt at the end from the
-# run folders, lists what finished and what did not.
+# The largest width runs first, so a timeout loses the small ones; each job's wall-clock and where
+# it went (results.json: wall_seconds, provenance.*.build_seconds) is printed at the end; the bucket
+# analysis keeps a histogram of |dw|/step (a few KB), not the per-weight array.
+# 16 jobs; expected 4-6 minutes on one H100 (an estimate from model size: it has NOT run on a GPU
+# yet, no GPU was lent); `timeout 570` keeps it under 10 minutes, and the table, rebuilt at the end
+# from the run folders, lists what finished and what did not.
 #   bash scripts/gpu_scale_search.sh [OUT_DIR]   # default: $OUT (the device tool's), else outputs/tables
+#   QUAIL_DRY_RUN=1 bash scripts/gpu_scale_search.sh DIR   # the same script on the CPU at toy size
+#     (4 jobs, one lr and seed; tests/test_gpu_script.py runs it so it cannot rot)
 # Writes OUT_DIR/scale_search_gpu/: scale_search.{md,csv,tex,png} and one folder per job (results.json);
 # the log is OUT_DIR/scale_search_gpu.log. Models stay in $QUAIL_CACHE_DIR (default /tmp/qcache).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-outputs/tables}}
 PY=${PYTHON:-python3}
+DRY=${QUAIL_DRY_RUN:-0}
 mkdir -p "$OUT_DIR"
 if compgen -G ".whl/*.whl" > /dev/null; then  # a device image without hydra, bitsandbytes ...: wheels travel along
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 QUAIL_CACHE_DIR=${QUAIL_CACHE_DIR:-/tmp/qcache} PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+GRID=("+experiment/scale_width=w2048,w1024" "+experiment/scale_storage=fp32,bf16_native")
+if [ "$DRY" = 1 ]; then
+  # the same sweep and report on the CPU, every size shrunk: what is checked is the script, not numbers
+  DEVICE=cpu LIMIT=540
+  GRID+=("method.lr=1e-4" "seed=0" "model.arch.hidden_size=64" "model.arch.intermediate_size=128"
+         "model.arch.num_attention_heads=1" "model.arch.num_key_value_heads=1" "model.arch.num_hidden_layers=1"
+         "model.vocab_size=400" "model.train.epochs=1" "model.train.seq_len=64" "method.max_steps=2"
+         "method.max_length=64" "dataset.generator.n_forget=2" "dataset.generator.n_retain1=2"
+         "dataset.generator.n_retain2=2" "dataset.generator.n_holdout=2" "dataset.generator.n_icl=1"
+         "eval.verbmem.max_new_tokens=4" "eval.verbmem.gt_max_tokens=4" "eval.knowmem.max_new_tokens=4"
+         "eval.knowmem.n_icl=1" "eval.privleak.max_length=64" "analysis.max_length=64" "analysis.max_blocks=2")
+else
+  DEVICE=cuda LIMIT=570
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+fi
 start=$(date +%s)
-timeout 570 $PY -m quail_repro +experiment=scale_search '+experiment/scale_width=w1024,w2048' '+experiment/scale_storage=fp32,bf16_native' device=cuda logger=none "hydra.sweep.dir=$OUT_DIR/scale_search_gpu" > "$OUT_DIR/scale_search_gpu.log" 2>&1
+timeout $LIMIT $PY -m quail_repro +experiment=scale_search "${GRID[@]}" device=$DEVICE logger=none \
+  "hydra.sweep.dir=$OUT_DIR/scale_search_gpu" > "$OUT_DIR/scale_search_gpu.log" 2>&1
 echo "sweep exit $? after $(( $(date +%s) - start )) s (124: stopped by the timeout)"
+$PY - "$OUT_DIR/scale_search_gpu" <<'PY'
+import sys
+from pathlib import Path
+from quail_repro.results import read_results
+for path in sorted(Path(sys.argv[1]).glob("*/results.json")):
+    r = read_results(path)
+    built = {k.split("-")[0]: v.get("build_seconds") for k, v in r.provenance.items()}
+    where = ", ".join(f"{stage} {s:.0f} s" for stage, s in built.items() if isinstance(s, (int, float)) and s >= 0.5)
+    print(f"{path.parent.name}: {r.status}, {r.wall_seconds} s ({where or 'all cached'})")
+PY
 $PY -m quail_repro.report "$OUT_DIR/scale_search_gpu"

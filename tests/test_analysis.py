@@ -7,6 +7,7 @@ import torch
 
 from quail_repro.analysis import (
     bucket_analysis,
+    dw_histogram,
     dw_in_steps,
     layer_names_for,
     logit_distance,
@@ -176,9 +177,21 @@ def test_logit_shift(tiny):
         logit_shifts(tiny, other, blocks, ("cosine",))
 
 
+def test_the_dw_histogram_counts_by_decade_and_keeps_zeros_apart():
+    ratios = torch.tensor([0.0, 0.0, 1e-3, 2e-3, 0.5, 0.6, 1e-12, 1e9])  # the last two: clamped to the ends
+    h = dw_histogram(ratios)
+    assert (h["zeros"], h["total"], sum(h["counts"])) == (2, 8, 6)
+    lo, hi = h["log10_range"]
+    width = (hi - lo) / len(h["counts"])
+    def bin_of(x):
+        return min(int((math.log10(x) - lo) / width), len(h["counts"]) - 1)
+    assert h["counts"][0] == 1 and h["counts"][-1] == 1
+    assert h["counts"][bin_of(1e-3)] == 1 and h["counts"][bin_of(2e-3)] == 1
+    assert h["counts"][bin_of(0.5)] == 1 and h["counts"][bin_of(0.6)] == 1 and bin_of(0.5) != bin_of(0.6)
+
 def test_plots_write_png(tmp_path):
     ratios = {"ga": torch.rand(1000) * 2, "npo": torch.cat([torch.zeros(10), torch.rand(100) * 1e-3])}
-    path = plot_dw_histogram(ratios, tmp_path / "hist.png")
+    path = plot_dw_histogram({k: dw_histogram(v) for k, v in ratios.items()}, tmp_path / "hist.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
     per_layer = {q: {f"model.layers.{i}.mlp.up_proj.weight": {"bucket_overlap": 0.9 + i / 100} for i in range(4)}
                  for q in ("rtn_int4", "bnb_nf4")}

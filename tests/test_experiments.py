@@ -16,6 +16,7 @@ TABLES = ["table1", "table2", "table3", "table4", "table5", "failure_table1", "r
           "table2_comparators"]
 BASELINES = ["ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr"]
 QUAIL = ["quail", "quail_ga", "quail_ga_klr", "quail_npo", "quail_npo_gdr", "quail_npo_klr"]
+VARIANTS = ["quail_shift", "quail_postquant", "fq_ga_gdr"]
 QUANT_4BIT = ["none", "rtn_int4", "bnb_nf4"]
 
 
@@ -55,11 +56,11 @@ def grid(name, *extra):
 def test_table_rows_and_precisions():
     jobs, swept = grid("table2")
     assert swept == ["method"]
-    assert [j[0] for j in jobs] == [f"method={m}" for m in ["target", "retrain", *BASELINES, *QUAIL]]
+    assert [j[0] for j in jobs] == [f"method={m}" for m in ["target", "retrain", *BASELINES, *QUAIL, *VARIANTS]]
     assert list(_compose(["+experiment=table2"]).quant) == ["none", "rtn_int8", "bnb_nf4"]
     books = _compose(["+experiment=table3"])
     assert books.dataset.name == "mini_books" and list(books.quant) == ["none", "rtn_int8", "bnb_nf4"]
-    assert [j[0] for j in grid("table3")[0]] == [j[0] for j in jobs]
+    assert [j[0] for j in grid("table3")[0]] == [f"method={m}" for m in ["target", "retrain", *BASELINES, *QUAIL]]
     jobs, _ = grid("table1")
     assert [j[0] for j in jobs] == [f"method={m}" for m in BASELINES]
     assert list(_compose(["+experiment=table1"]).quant) == ["rtn_int4", "rtn_int8", "bnb_nf4", "bnb_int8"]
@@ -79,6 +80,11 @@ def test_table5_changes_one_setting_per_row():
         changed = {k for k in ("margin", "gamma", "distance") if cfg.method.hinge[k] != base.method.hinge[k]}
         if cfg.method.auto_margin.quantizer != base.method.auto_margin.quantizer:
             changed.add("bits")
+        if cfg.method.auto_margin.kind != base.method.auto_margin.kind:
+            changed.add("margin_" + cfg.method.auto_margin.kind)
+        if cfg.method.hinge.space != base.method.hinge.space:  # the hinge after quantization, its own margin
+            assert arm == "after_quantization" and changed == {"margin_quantizer_shift"}
+            continue
         assert len(changed) == (0 if arm == "default" else 1), arm
         assert arm == "default" or arm.startswith(changed.pop())
 
@@ -106,10 +112,10 @@ def test_the_gpu_scale_search_script_composes_on_a_cpu():
     """scripts/gpu_scale_search.sh's sweep, with device=cpu for device=cuda: every job composes."""
     script = (ROOT / "scripts" / "gpu_scale_search.sh").read_text()
     line = next(ln for ln in script.splitlines() if "-m quail_repro +experiment=" in ln and not ln.startswith("#"))
-    args = shlex.split(line.split(">")[0])
-    overrides = [a for a in args[args.index("quail_repro") + 1:] if "$" not in a]
-    assert "device=cuda" in overrides
-    overrides = [("device=cpu" if a == "device=cuda" else a) for a in overrides]
+    grid_line = next(ln for ln in script.splitlines() if ln.startswith("GRID=("))
+    assert '"${GRID[@]}"' in line and "device=$DEVICE" in line and "DEVICE=cuda" in script
+    fixed = [a for a in shlex.split(line.rstrip("\\ ")) if a.startswith("+experiment=") or a == "logger=none"]
+    overrides = fixed + shlex.split(grid_line[len("GRID=("):-1]) + ["device=cpu"]
     parsed = OverridesParser.create().parse_overrides(overrides)
     hydra_cfg = _compose([o.input_line for o in parsed if not o.is_sweep_override()]).hydra
     with open_dict(hydra_cfg):  # as Hydra's sweeper sees the command line: sweeps replace the experiment's params
@@ -137,7 +143,7 @@ def test_real_models_by_overriding_model_and_dataset():
 
 def test_table4_rows_and_precisions():
     jobs, _ = grid("table4")
-    assert [j[0] for j in jobs] == [f"method={m}" for m in ["target", "retrain", *BASELINES, "quail"]]
+    assert [j[0] for j in jobs] == [f"method={m}" for m in ["target", "retrain", *BASELINES, "quail", *VARIANTS]]
     cfg = _compose(["+experiment=table4"], hydra=False)
     assert list(cfg.quant) == ["none", "rtn_int8", "bnb_nf4"]
     assert (cfg.dataset.name, cfg.model.name, cfg.eval.task) == ("mini_tweets", "minilm_cls", "classification")

@@ -118,9 +118,12 @@ def test_results_record_which_machine_built_each_cache_entry(toy_run, tmp_path):
     assert {name.split("-")[0] for name in used} >= {"corpus", "tokenizer", "target", "retrain", "unlearn", "eval"}
     this_machine = {k: v for k, v in first["machine"].items() if k != "numerics"}
     assert all(p["built_by"] == this_machine and p["built_at"] for p in first["provenance"].values())
+    # where the time went: each entry's build, all inside the run's own wall-clock
+    assert all(0 <= p["build_seconds"] for p in first["provenance"].values())
+    assert sum(p["build_seconds"] for p in first["provenance"].values()) <= first["wall_seconds"]
     # a second run reuses every entry and reports their builder, not itself
     again = run_dict(toy_cfg(cache, "method=ga_gdr", "quant=[none,rtn_int4,bnb_nf4]"), tmp_path)
-    assert again["provenance"] == first["provenance"]
+    assert again["provenance"] == first["provenance"] and again["wall_seconds"] < first["wall_seconds"]
 
 
 def test_every_stage_is_cached(toy_run):

@@ -225,6 +225,11 @@ def _knowmem(model, tokenizer, corpus, cfg: MuseEval, split: str) -> tuple[float
     return _mean_x100(rows), rows
 
 
+def knowmem_score(model, tokenizer, corpus, cfg: MuseEval, split: str) -> float:
+    """KnowMem on ``split`` (forget | retain) alone, x100, as evaluate_muse computes it."""
+    return _knowmem(model, tokenizer, corpus, cfg, split)[0]
+
+
 def _mean_x100(rows: list[dict]) -> float:
     # Per-item rougeL stays on 0..1 (as MUSE logs it); the aggregate is x100.
     return 100.0 * sum(r["rougeL"] for r in rows) / len(rows)
