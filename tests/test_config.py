@@ -133,10 +133,12 @@ def test_the_reference_recipe_is_one_choice(recipe, epochs, batch):
     alphas = {"zhang2025_news": (1.0, 1.0, 1.0), "zhang2025_books": (100.0, 2.0, 100.0)}[recipe]
     assert tuple(_compose([f"recipe={recipe}", f"method={m}"]).method.retain.alpha
                  for m in ("ga_gdr", "npo_klr", "quail")) == alphas
-    assert _compose(["method=ga_gdr"]).method.retain.alpha == 10.0  # the embedded default's own
+    assert _compose(["method=ga_gdr"]).method.retain.alpha == 30.0  # the embedded default's own
+    assert _compose(["method=ga_gdr"]).method.early_stop is not None  # the embedded default stops on a state
     cfg = _compose([f"recipe={recipe}", "method=npo_klr"])
     m = cfg.method
     assert (m.lr, m.epochs, m.batch_size, m.max_length) == (1e-5, epochs, batch, 2048)
+    assert m.early_stop is None  # every epoch, as the reference ran
     assert (m.param_dtype, m.grad_clip, m.data_layout, m.retain_split) == ("native", 1.0, "muse_bos_chunks", "retain1")
     assert m.retain.kl_reduction == "batchmean" and cfg.model.dtype == "bfloat16" and cfg.eval.knowmem.n_icl == 10
     assert list(cfg.quant) == ["none", "bnb_int8", "bnb_fp4"]
