@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from quail_repro.results import read_results
@@ -13,7 +12,6 @@ from quail_repro.results import read_results
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow  # four toy jobs through the whole sweep: minutes; `pytest -m slow` runs it
 def test_the_gpu_script_runs_dry_on_the_cpu_largest_width_first(tmp_path):
     env = {**os.environ, "QUAIL_DRY_RUN": "1", "PYTHON": sys.executable, "QUAIL_CACHE_DIR": str(tmp_path / "cache")}
     done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_scale_search.sh"), str(tmp_path)], env=env,
