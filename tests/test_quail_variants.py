@@ -147,3 +147,22 @@ def test_variant_config_errors_are_specific():
     with pytest.raises(ConfigError, match="LoRA"):
         _check("method=lora_ga_gdr", "+method.fake_quant._target_=quail_repro.methods.quantized.QuantizedForget",
                "+quant@method.fake_quant.quantizer=rtn_int4")
+
+
+def test_the_variants_run_on_the_classification_task(tmp_path):
+    """quantizer shift, hinge after quantization and the fake-quant comparator on a classifier, at toy size."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "quail_repro", "-m", "+experiment=toy_classification", "device=cpu",
+                           "method=quail_shift,quail_postquant,fq_ga_gdr", "logger=none", "quant=[none,rtn_int4]",
+                           f"paths.cache={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}"],
+                          cwd=Path(CONF_DIR).parent, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {r["method"]: r for r in (json.loads(p.read_text()) for p in sweep.glob("*/results.json"))}
+    assert set(runs) == {"quail_shift", "quail_postquant", "fq_ga_gdr"} and all(r["status"] == "ok" for r in runs.values())
+    assert runs["quail_shift"]["unlearning"]["margin"] > 0  # the quantizer's own logit shift on the forget posts
+    assert runs["quail_shift"]["unlearning"]["margin"] == runs["quail_postquant"]["unlearning"]["margin"]
