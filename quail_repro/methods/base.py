@@ -100,3 +100,34 @@ class UnlearningMethod:
             total = total + self.alpha * r
         parts["total"] = total.item()
         return total, parts
+
+
+class OverBase(UnlearningMethod):
+    """A method put over another (SURE's saliency mask, the fake-quantized forget term): everything is
+    the base's unless the subclass says otherwise."""
+
+    def __init__(self, base: UnlearningMethod):
+        self.base = base
+        self.reference_on_forget, self.reference_on_retain = base.reference_on_forget, base.reference_on_retain
+
+    @property
+    def uses_retain(self) -> bool:
+        return self.base.uses_retain
+
+    def prepare(self, model, reference) -> None:
+        self.base.prepare(model, reference)
+
+    def forget_outputs(self, model, reference, batch, task) -> tuple:
+        return self.base.forget_outputs(model, reference, batch, task)
+
+    def retain_outputs(self, model, reference, batch, task) -> tuple:
+        return self.base.retain_outputs(model, reference, batch, task)
+
+    def forget_loss(self, cur: Outputs, ref: Outputs | None):
+        return self.base.forget_loss(cur, ref)
+
+    def retain_loss(self, cur: Outputs, ref: Outputs | None):
+        return self.base.retain_loss(cur, ref)
+
+    def loss(self, forget, retain):
+        return self.base.loss(forget, retain)

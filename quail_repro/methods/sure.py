@@ -16,41 +16,18 @@ import numpy as np
 import torch
 
 from quail_repro.errors import ConfigError
-from quail_repro.methods.base import Outputs, UnlearningMethod
+from quail_repro.methods.base import OverBase, UnlearningMethod
 
 log = logging.getLogger(__name__)
 
 
-class Sure(UnlearningMethod):
+class Sure(OverBase):
     def __init__(self, base: UnlearningMethod, percentile: float):
         if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 <= percentile < 100:
             raise ConfigError(f"method.saliency.percentile={percentile!r}: a number in [0, 100)")
-        super().__init__()
-        self.base, self.percentile = base, float(percentile)
-        self.reference_on_forget, self.reference_on_retain = base.reference_on_forget, base.reference_on_retain
+        super().__init__(base)
+        self.percentile = float(percentile)
         self.selected: list[str] = []  # the trained modules, once trainable_parameters has run
-
-    @property
-    def uses_retain(self) -> bool:
-        return self.base.uses_retain
-
-    def prepare(self, model, reference) -> None:
-        self.base.prepare(model, reference)
-
-    def forget_outputs(self, model, reference, batch, task) -> tuple:
-        return self.base.forget_outputs(model, reference, batch, task)
-
-    def retain_outputs(self, model, reference, batch, task) -> tuple:
-        return self.base.retain_outputs(model, reference, batch, task)
-
-    def forget_loss(self, cur: Outputs, ref: Outputs | None):
-        return self.base.forget_loss(cur, ref)
-
-    def retain_loss(self, cur: Outputs, ref: Outputs | None):
-        return self.base.retain_loss(cur, ref)
-
-    def loss(self, forget, retain):
-        return self.base.loss(forget, retain)
 
     def saliency(self, model, reference, forget_blocks, batch_size: int, task) -> dict[str, float]:
         """{module name: norm of its forget-loss gradient over the forget set} at the current weights."""
