@@ -158,7 +158,8 @@ def analyse_buckets(
     |dw| is the update as stored (float32 difference); codes are taken after casting to
     ``dtype`` when given (see quantizer_codes). Returns bucket_overlap, value_overlap,
     median/mean/p99/max_abs_dw, frac_below_half_step (|dw| < target Delta / 2),
-    median_step, n_weights, the update transfer (transfer_coef, transfer_cos: of the
+    median_step, n_weights, update_l2 (||w1 - w0||_2 over the analysed layers), the update
+    transfer (transfer_coef, transfer_cos: of the
     quantized update Q(w1) - Q(w0) onto dw, overall and ``_flipped``: only the weights
     whose code changed) and per_layer {name: {bucket_overlap, median_abs_dw,
     frac_below_half_step, transfer_coef, transfer_cos}}.
@@ -224,6 +225,7 @@ def analyse_buckets(
         "frac_below_half_step": below / n,
         "median_step": float(np.median(torch.cat(all_step).numpy())),
         "n_weights": n,
+        "update_l2": overall.dd ** 0.5,
         **overall.summary(),
         **{f"{k}_flipped": v for k, v in flipped.summary().items()},
         **_where_the_update_lives(torch.cat(changed_abs_w).numpy(), n, abs_w_median, by_code, by_decile, bounds),

@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 #: bump when the analysis gains or changes statistics, so cached analyses are redone
 #: (2: update transfer and KL added; 3: where the update lives: frac_changed, |w| of the changed
 #: weights, by_code and by_abs_w_decile; 4: the per-weight |dw|/Delta array saved as dw_in_steps.pt;
-#: 5: a histogram of it instead, dw_hist.json, a few KB at any size)
-ANALYSIS_VERSION = 5
+#: 5: a histogram of it instead, dw_hist.json, a few KB at any size; 6: update_l2, the update's norm)
+ANALYSIS_VERSION = 6
 #: bump when a change to the analysis figures' drawing code should redraw cached figures
 FIGURES_VERSION = 2
 

@@ -13,7 +13,7 @@ from quail_repro.report import expand_grid
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 TABLES = ["table1", "table2", "table3", "table4", "table5", "failure_table1", "recovery_search", "scale_search",
-          "table2_comparators"]
+          "table2_comparators", "leverage"]
 BASELINES = ["ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr"]
 QUAIL = ["quail", "quail_ga", "quail_ga_klr", "quail_npo", "quail_npo_gdr", "quail_npo_klr"]
 VARIANTS = ["quail_shift", "quail_postquant", "fq_ga_gdr"]
@@ -34,7 +34,8 @@ def test_every_table_is_listed():
 def test_a_table_is_one_multirun_command(name):
     cfg = _compose([f"+experiment={name}"])
     assert cfg.hydra.mode.name == "MULTIRUN"  # no -m needed
-    assert cfg.report.name == name and cfg.report.layout in ("muse", "buckets", "recovery", "scale", "classification") \
+    assert cfg.report.name == name and cfg.report.layout in ("muse", "buckets", "recovery", "scale", "classification",
+                                                                     "leverage") \
         and cfg.report.claim
     assert f"tables/{name}/" in cfg.hydra.sweep.dir
     assert cfg.logger._target_.endswith("WandbLogger")  # W&B is the default tracker
@@ -106,6 +107,26 @@ def test_scale_search_scales_width_and_stores_weights_in_bf16():
         seen.add((width, bf16, cfg.method.lr, cfg.seed))
     assert seen == {(w, b, lr, s) for w in (128, 256, 512) for b in (False, True) for lr in (1e-5, 1e-4)
                     for s in (0, 1)}
+
+
+def test_the_leverage_grid_crosses_depth_and_width_at_the_default_and_runs_the_largest_first():
+    jobs, swept = grid("leverage")
+    assert len(jobs) == 6 * 2 * 2 * 2
+    shapes = []
+    for overrides in jobs[::8]:  # one job per architecture, in launch order
+        arch = _compose(overrides, hydra=False).model.arch
+        shapes.append((arch.num_hidden_layers, arch.hidden_size))
+    assert shapes == [(4, 512), (16, 192), (8, 192), (4, 256), (4, 192), (4, 128)]
+    first = [o for o in jobs[0] if not o.startswith("+experiment/leverage_update=")]
+    confined, unlearning = (_compose(first + [f"+experiment/leverage_update={u}"], hydra=False)
+                            for u in ("confined", "unlearning"))
+    assert confined.method.param_dtype == unlearning.method.param_dtype == "bfloat16_emulated"
+    assert confined.model.train.param_dtype == "bfloat16_emulated"
+    assert (confined.method.lr, confined.method.early_stop, confined.method.max_steps) == (1e-5, None, 200)
+    assert unlearning.method.lr == 1e-4 and unlearning.method.early_stop.ratio == 0.4
+    # the seed trains the target too: the two seeds of a point are two targets
+    seeds = {_compose(j, hydra=False).model.train.seed for j in jobs[:8]}
+    assert seeds == {0, 1}
 
 
 def test_the_gpu_scale_search_script_composes_on_a_cpu():

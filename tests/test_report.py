@@ -460,3 +460,63 @@ def test_a_seed_sweep_says_which_models_its_seeds_hold_fixed(tmp_path):
            "model.train.seed=0 (target and retrain)." in note
     note = next(n for n in build(varied, figures=False).table.notes if n.startswith("Over seeds"))
     assert "dataset.generator.seed=0 (the corpus)." in note and "model.train.seed" not in note
+
+
+LEVERAGE = {"+experiment/leverage_arch": "d4w128,d4w512,d16w128", "+experiment/leverage_knowledge": "converged",
+            "seed": "0,1", "+experiment/leverage_update": "confined,unlearning"}
+ARCH = {"d4w128": (4, 128), "d4w512": (4, 512), "d16w128": (16, 128)}
+
+
+def leverage_config(keys: dict[str, str]) -> dict:
+    cfg = job_config({"seed": keys["seed"]})
+    depth, width = ARCH[keys["+experiment/leverage_arch"]]
+    cfg["model"].update(arch={"num_hidden_layers": depth, "hidden_size": width})
+    return cfg
+
+
+def leverage_results(keys: dict[str, str]) -> dict:
+    """A confined logit shift of exactly 0.01 x depth x sqrt(width) (seed 1: x1.1), an unlearning shift
+    of 1 everywhere; ||dw|| 2 (confined) or 10; the target's KnowMem-f 80 (items 1, 0.6), the
+    unlearned model's 40 (items 0.5, 0.3): half of it lost."""
+    depth, width = ARCH[keys["+experiment/leverage_arch"]]
+    confined = keys["+experiment/leverage_update"] == "confined"
+    noise = 1.1 if keys["seed"] == "1" else 1.0
+    shift = 0.01 * depth * width ** 0.5 * noise if confined else 1.0
+    analysis = {"logit_shift_full": shift, "kl_full": shift / 100, "update_l2": 2.0 if confined else 10.0,
+                "frac_changed": 0.1, "transfer_coef": 0.05,
+                "by_code": {"zero": {"share_of_update_norm": 0.99}, "other": {"share_of_update_norm": 0.01}}}
+    items = {"full": [0.5, 0.3], "quant": [0.5, 0.3], "target_quant": [1.0, 0.6], "target_full": [1.0, 0.6]}
+    return results_json("ga_gdr", {"none": 40.0, "rtn_int4": 40.0}, unlearning={"status": "ok", "steps": 200},
+                        analysis={"rtn_int4": analysis}, recovery={"rtn_int4": {"knowmem_f": 0.0}},
+                        recovery_items={"rtn_int4": {"knowmem_f": items}})
+
+
+def test_the_leverage_layout_fits_each_update_over_depth_and_width_and_extrapolates(tmp_path):
+    from quail_repro.report.leverage import PowerLaw, fit_power_law, meeting_width
+
+    sweep = fake_sweep(tmp_path / "leverage", LEVERAGE, leverage_results, "leverage", leverage_config)
+    rep = build(sweep)
+    rows = read_csv(sweep / "fake.csv")
+    col = {h: i for i, h in enumerate(rows[0])}
+    assert [r[col["depth × width"]] for r in rows[1:]] == ["4 × 128"] * 2 + ["4 × 512"] * 2 + ["16 × 128"] * 2
+    first = rows[1]  # d4w128 confined: shifts 0.01 x 4 x sqrt(128) x (1, 1.1)
+    assert float(first[col["logit shift mean"]]) == pytest.approx(0.04 * 128 ** 0.5 * 1.05)
+    assert float(first[col["shift / ‖Δw‖₂ mean"]]) == pytest.approx(0.02 * 128 ** 0.5 * 1.05)
+    assert float(first[col["target M2 mean"]]) == pytest.approx(80.0)
+    assert float(first[col["forget answers lost (%) mean"]]) == pytest.approx(50.0)
+    assert float(first[col["4-bit zero code: share of Σ Δw² (%) mean"]]) == pytest.approx(99.0)
+    # the fit: exponents 1 (depth) and 0.5 (width) for the confined shift, 0 for the unlearning one
+    fit = rep.table.extra[0]
+    by_quantity = {r[1]: r for r in fit.rows}
+    assert by_quantity["confined shift"][3].startswith("1.00") and by_quantity["confined shift"][4].startswith("0.50")
+    assert by_quantity["unlearning shift"][3].startswith("0.00")
+    assert by_quantity["confined shift"][6] == pytest.approx(0.01 * 32 * 64 * 1.1 ** 0.5)  # geometric mean of seeds
+    assert any("21.48 × that of an update that unlearns" in n for n in fit.notes)  # 20.48 x sqrt(1.1)
+    assert (sweep / "fake.png").stat().st_size > 1000
+    # by hand: 0.01 x 32 x sqrt(w) = 1 at w = (1 / 0.32)^2
+    confined = fit_power_law([(d, w, 0.01 * d * w ** 0.5) for d, w in ARCH.values()])
+    assert (confined.b, confined.c) == (pytest.approx(1.0), pytest.approx(0.5)) and confined.se_b is None
+    flat = PowerLaw(0.0, 0.0, 0.0, None, None, 3)
+    assert meeting_width(confined, flat, 32) == pytest.approx((1 / 0.32) ** 2)
+    assert meeting_width(flat, confined, 32) is None  # the ratio falls with width: never
+    assert fit_power_law([(4, 128, 1.0), (4, 256, 2.0)]) is None  # one depth: no depth exponent

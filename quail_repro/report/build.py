@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from quail_repro.report.buckets import bucket_table
 from quail_repro.report.classification import classification_table
 from quail_repro.report.figures import figure
+from quail_repro.report.leverage import leverage_table
 from quail_repro.report.muse import muse_table
 from quail_repro.report.published import load_published
 from quail_repro.report.recovery import recovery_table
@@ -20,7 +21,8 @@ from quail_repro.report.sweep import Job, Sweep, collect
 from quail_repro.report.table import Table
 
 LAYOUTS = {"muse": muse_table, "buckets": bucket_table, "recovery": recovery_table, "scale": scale_table,
-           "classification": classification_table}
+           "classification": classification_table,
+           "leverage": leverage_table}
 DEFAULT_REPORT = {"name": "sweep", "title": "", "claim": "", "layout": "muse", "show": {}, "published": [],
                   "figure": "knowmem_f"}
 

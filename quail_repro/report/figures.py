@@ -8,6 +8,7 @@ from quail_repro.plotting import pyplot
 from quail_repro.report.buckets import bucket_value
 from quail_repro.report.cells import Spread, error_bar
 from quail_repro.report.recovery import median_dw_per_step
+from quail_repro.report.leverage import leverage_figure
 from quail_repro.report.scale import scale_figure
 from quail_repro.report.sweep import Job, Sweep, precision_labels
 from quail_repro.results import CLASSIFICATION_METRICS, MUSE_METRICS
@@ -79,11 +80,14 @@ def recovery_scatter(jobs: list[Job], path: Path) -> Path | None:
 def figure(report: dict, sweep: Sweep, path: Path) -> Path | None:
     """buckets: bucket overlap per row and quantizer; recovery: recovery against |dw|/step and the
     transfer coefficient (a point per run); scale: recovery against width, a line per storage and lr;
+    leverage: the logit shift against depth and width, with the power-law fits;
     muse and classification: the report.figure metric per row and precision."""
     if report["layout"] == "recovery":
         return recovery_scatter([j for j in sweep.jobs if j.shows_numbers], path)
     if report["layout"] == "scale":
         return scale_figure(sweep, path)
+    if report["layout"] == "leverage":
+        return leverage_figure(sweep, path)
     rows = [row for row in sweep.rows if row.shown]
     groups = [row.label for row in rows]
     if report["layout"] == "buckets":
