@@ -75,7 +75,7 @@ def test_recovery_ratios_stand_under_the_table_for_unlearned_rows(sweep):
     md = (sweep_dir / "table2.md").read_text()
     assert "Recovery ratio" in md and "M2 recovery" in md
     recovery = json.loads((sweep_dir / "1_ga_gdr" / "results.json").read_text())["recovery"]["rtn_int4"]
-    section = md[md.index("Recovery ratio"):]
+    section = md[md.index("Recovery ratio"):md.index("Unlearning steps")]
     rows = [line for line in section.splitlines() if line.startswith("| ga_gdr")]
     assert len(rows) == 1  # the target row is not unlearned: no recovery row
     expected = [f"{v:.2f}" if v is not None else "undefined" for v in (recovery["knowmem_f"], recovery["verbmem_f"])]
@@ -277,6 +277,11 @@ def test_a_quail_run_whose_hinge_never_acted_shows_no_numbers_of_its_own(tmp_pat
         section = rep.text[rep.text.index("Recovery ratio"):]
         quail = next(line for line in section.splitlines() if line.startswith("| quail "))
         assert [c.strip() for c in quail.strip("|").split("|")][1:] == ["= base (hinge inactive)"] * 2
+        # every unlearned row's steps, and a QUAIL row's active hinge steps, under the table
+        steps = rep.table.extra[-1]
+        assert steps.name == "fake_steps" and [r[0] for r in steps.rows] == ["ga_gdr", "quail", "quail_ga"]
+        assert [r[1] for r in steps.rows] == [3.0, 3.0, 3.0] and steps.rows[1][3] == 0.0
+        assert steps.rows[0][2] == "no stop set" and steps.rows[0][3] is None
 
 
 def test_published_numbers_are_data_files_named_as_the_experiments_name_them():

@@ -8,7 +8,7 @@ from functools import partial
 from quail_repro.report.muse import muse_value, precision_notes
 from quail_repro.report.recovery import Column, ratio_table
 from quail_repro.report.sweep import Sweep, precision_labels, quant_descriptions
-from quail_repro.report.table import Table, job_notes, label_cells, label_columns
+from quail_repro.report.table import Table, job_notes, label_cells, label_columns, steps_table
 from quail_repro.results import CLASSIFICATION_METRICS
 
 RATIO = Column("acc-f recovery", "recovery", "acc_forget", "ratio")
@@ -43,4 +43,7 @@ def classification_table(name: str, report: dict, sweep: Sweep) -> Table:
     ratios = ratio_table(name, sweep, labels, (RATIO,), of=" of acc-forget")
     if ratios is not None:
         t.extra.append(ratios)
+    steps = steps_table(name, sweep)
+    if steps is not None:
+        t.extra.append(steps)
     return t

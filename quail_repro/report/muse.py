@@ -9,7 +9,7 @@ from quail_repro.report.cells import Spread
 from quail_repro.report.published import not_comparable_table, published_cells, published_for
 from quail_repro.report.recovery import ratio_table
 from quail_repro.report.sweep import Job, Sweep, precision_labels, quant_descriptions
-from quail_repro.report.table import Table, job_notes, label_cells, label_columns
+from quail_repro.report.table import Table, job_notes, label_cells, label_columns, steps_table
 from quail_repro.results import MUSE_METRICS, Results
 
 
@@ -95,4 +95,7 @@ def muse_table(name: str, report: dict, sweep: Sweep) -> Table:
     ratios = ratio_table(name, sweep, labels)
     if ratios is not None:
         t.extra.append(ratios)
+    steps = steps_table(name, sweep)
+    if steps is not None:
+        t.extra.append(steps)
     return t

@@ -7,7 +7,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from quail_repro.report.sweep import Job, Row
+from quail_repro.report.cells import Spread
+from quail_repro.report.sweep import Job, Row, Sweep
 
 
 @dataclass
@@ -72,3 +73,39 @@ def hinge_note(row: Row, jobs: list[Job]) -> list[str]:
     where = f"the {base} row has them" if base else f"its base method, loss {loss}, is not in this sweep"
     return [f"{who}: QUAIL's hinge was never active (0 of {job.results.unlearning.steps} steps), so its model is "
             f"its base method's, bit for bit, and so are its numbers ({where})."]
+
+
+def steps_table(name: str, sweep: Sweep) -> Table | None:
+    """How long each unlearned row ran: its steps, how many seeds the early stop ended, and for a
+    QUAIL row the steps whose hinge acted (a row whose hinge never acted included: its steps say
+    why it shows no numbers). Under the main table, so its columns stay where reports read them."""
+    rows = [row for row in sweep.rows if any(j.results and j.results.unlearning and j.results.unlearning.steps
+                                             is not None for j in row.jobs)]
+    if not rows:
+        return None
+    hinge = any(j.results.unlearning.hinge_active_steps is not None for row in rows for j in row.jobs
+                if j.results and j.results.unlearning)
+    keys = sweep.keys
+    columns = [("", key_name(k)) for k in keys] + [("", "steps"), ("", "stopped early")]
+    formats = ["text"] * len(keys) + ["num", "text"]
+    if hinge:
+        columns.append(("", "hinge active steps"))
+        formats.append("num")
+    t = Table(f"{name}_steps", "Unlearning steps per row (mean ± sd over seeds); stopped early: seeds whose "
+              "method.early_stop criterion ended the run before its cap", columns, formats)
+
+    def over_seeds(values: list, seeded: bool) -> Any:
+        values = [float(v) for v in values if v is not None]
+        if not values:
+            return None
+        return Spread(tuple(values)) if seeded else values[0]
+
+    for row in rows:
+        runs = [j.results.unlearning for j in row.jobs if j.results and j.results.unlearning]
+        stopped = [u.stopped_early for u in runs if u.stopped_early is not None]
+        cells = [row.keys.get(k) for k in keys] + [over_seeds([u.steps for u in runs], row.seeded),
+                                                    f"{sum(stopped)} of {len(stopped)}" if stopped else "no stop set"]
+        if hinge:
+            cells.append(over_seeds([u.hinge_active_steps for u in runs], row.seeded))
+        t.rows.append(cells)
+    return t
