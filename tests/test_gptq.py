@@ -44,3 +44,26 @@ def test_without_the_extra_the_precision_fails_naming_it_and_the_others_run(tmp_
     for q in ("gptq_int4", "awq_int4"):
         assert res["metrics"][q]["status"] == "failed"
         assert "pip install 'quail_repro[gptq]'" in res["metrics"][q]["error"]
+
+
+def test_on_the_posts_gptq_calibrates_on_post_texts_or_names_the_splits_they_have():
+    from quail_repro.data.tweets import TweetCorpus
+
+    posts = TweetCorpus("toy", ["false", "true"], {"train": [{"text": f"post {i}", "label": i % 2} for i in range(4)],
+                                                   "val": [], "test": []}, forget=[0], poisoned={})
+    q = from_config(cfg("quant=[gptq_int4]", "quant.gptq_int4.calibration.split=retain").quant.gptq_int4)
+    q.use_corpus(posts)
+    assert q._texts == ["post 1", "post 2", "post 3"]
+    default = from_config(cfg("quant=[gptq_int4]").quant.gptq_int4)  # retain2: a MUSE split the posts lack
+    with pytest.raises(ConfigError, match="retain2.*choose one of forget, retain"):
+        default.use_corpus(posts)
+
+
+def test_gptq_on_the_classification_task_is_one_failed_precision_not_a_crashed_run(tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        c = compose("config", overrides=["+experiment=toy_classification", "device=cpu", "logger=none",
+                                         "method=target", f"paths.cache={tmp_path / 'cache'}",
+                                         "quant=[none,gptq_int4]"])
+    res = run(c, tmp_path / "run").to_dict()
+    assert res["status"] == "partial" and res["metrics"]["none"]["acc_forget"] is not None
+    assert res["metrics"]["gptq_int4"]["status"] == "failed" and "gptq_int4" in res["metrics"]["gptq_int4"]["error"]

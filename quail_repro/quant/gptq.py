@@ -63,11 +63,19 @@ class GPTQModelQuantizer(Quantizer):
         self._texts: list[str] | None = None
 
     def use_corpus(self, corpus) -> None:
-        """The calibration texts: the first n_samples of the corpus's raw calibration split."""
+        """The calibration texts: the first n_samples of the corpus's calibration split (a MUSE
+        corpus's raw text, or the posts' text of a classification corpus)."""
         split = self.calibration.get("split")
-        if split not in corpus.raw:
-            raise ConfigError(f"{self.name}: calibration.split={split!r}; the corpus has {sorted(corpus.raw)}")
-        self._texts = list(corpus.raw[split][: self.calibration["n_samples"]])
+        if hasattr(corpus, "raw"):
+            if split not in corpus.raw:
+                raise ConfigError(f"{self.name}: calibration.split={split!r}; the corpus has {sorted(corpus.raw)}")
+            texts = corpus.raw[split]
+        else:  # posts (data/tweets.py): its split() names the splits it has when this one is not one
+            try:
+                texts = [post["text"] for post in corpus.split(split)]
+            except ConfigError as err:
+                raise ConfigError(f"{self.name}: calibration.{err}") from None
+        self._texts = list(texts[: self.calibration["n_samples"]])
 
     def load(self, path: str, *, dtype: torch.dtype, device: str) -> nn.Module:
         gptqmodel = import_gptqmodel()
