@@ -125,8 +125,8 @@ def test_the_leverage_grid_crosses_depth_and_width_at_the_default_and_runs_the_l
     assert (confined.method.lr, confined.method.early_stop, confined.method.max_steps) == (1e-5, None, 200)
     assert unlearning.method.lr == 1e-4 and unlearning.method.early_stop.ratio == 0.4
     # the seed trains the target too: the two seeds of a point are two targets
-    seeds = {_compose(j, hydra=False).model.train.seed for j in jobs[:8]}
-    assert seeds == {0, 1}
+    seeds = [_compose(j, hydra=False).model.train.seed for j in jobs[:2]]
+    assert seeds == [0, 1]  # consecutive jobs train different targets: two workers never wait on one
 
 
 def test_the_gpu_scale_search_script_composes_on_a_cpu():
