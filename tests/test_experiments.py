@@ -129,29 +129,29 @@ def test_the_leverage_grid_crosses_depth_and_width_at_the_default_and_runs_the_l
     assert seeds == [0, 1]  # consecutive jobs train different targets: two workers never wait on one
 
 
-def test_the_gpu_scale_search_script_composes_on_a_cpu():
-    """scripts/gpu_scale_search.sh's sweep, with device=cpu for device=cuda: every job composes."""
-    script = (ROOT / "scripts" / "gpu_scale_search.sh").read_text()
+def test_the_gpu_leverage_script_composes_on_a_cpu():
+    """scripts/gpu_leverage.sh's sweep, with device=cpu for device=cuda: every job composes, in
+    native bf16, largest shape first."""
+    script = (ROOT / "scripts" / "gpu_leverage.sh").read_text()
     line = next(ln for ln in script.splitlines() if "-m quail_repro +experiment=" in ln and not ln.startswith("#"))
-    grid_line = next(ln for ln in script.splitlines() if ln.startswith("GRID=("))
+    grid_text = script[script.index("\nGRID=(") + len("\nGRID=("):]
+    grid_text = grid_text[:grid_text.index(")\n")]
     assert '"${GRID[@]}"' in line and "device=$DEVICE" in line and "DEVICE=cuda" in script
     fixed = [a for a in shlex.split(line.rstrip("\\ ")) if a.startswith("+experiment=") or a == "logger=none"]
-    overrides = fixed + shlex.split(grid_line[len("GRID=("):-1]) + ["device=cpu"]
+    overrides = fixed + shlex.split(grid_text) + ["device=cpu"]
     parsed = OverridesParser.create().parse_overrides(overrides)
     hydra_cfg = _compose([o.input_line for o in parsed if not o.is_sweep_override()]).hydra
     with open_dict(hydra_cfg):  # as Hydra's sweeper sees the command line: sweeps replace the experiment's params
         hydra_cfg.overrides.task = overrides
     jobs, swept = expand_grid(hydra_cfg)
-    assert len(jobs) == 16 and "+experiment/scale_width" in swept
-    widths = set()
+    assert len(jobs) == 8 and "+experiment/leverage_arch" in swept
+    shapes = []
     for job in jobs:
         cfg = _compose(job, hydra=False)
-        assert cfg.report.name == "scale_search" and cfg.device == "cpu"
-        native = cfg.method.param_dtype == "native"
-        assert (cfg.model.dtype, cfg.model.train.param_dtype) == (("bfloat16", "native") if native
-                                                                  else ("float32", "native"))
-        widths.add(cfg.model.arch.hidden_size)
-    assert widths == {1024, 2048}
+        assert cfg.report.name == "leverage" and cfg.device == "cpu"
+        assert (cfg.model.dtype, cfg.model.train.param_dtype, cfg.method.param_dtype) == ("bfloat16", "native", "native")
+        shapes.append((cfg.model.arch.num_hidden_layers, cfg.model.arch.hidden_size))
+    assert shapes[0] == (4, 2048) and set(shapes) == {(4, 2048), (16, 1024), (4, 1024), (32, 192)}
 
 
 def test_real_models_by_overriding_model_and_dataset():
