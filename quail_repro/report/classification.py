@@ -40,10 +40,6 @@ def classification_table(name: str, report: dict, sweep: Sweep) -> Table:
     descriptions = quant_descriptions(sweep.jobs, sweep.config, labels)
     if descriptions:
         t.notes.insert(1, "Columns: " + "; ".join(f"{labels[q]} = {d}" for q, d in descriptions.items()) + ".")
-    ratios = ratio_table(name, sweep, labels, (RATIO,), of=" of acc-forget")
-    if ratios is not None:
-        t.extra.append(ratios)
-    steps = steps_table(name, sweep)
-    if steps is not None:
-        t.extra.append(steps)
+    # under the table: what quantization gave back, and how long each row unlearned
+    t.extra += [x for x in (ratio_table(name, sweep, labels, (RATIO,), of=" of acc-forget"), steps_table(name, sweep)) if x is not None]
     return t

@@ -92,10 +92,6 @@ def muse_table(name: str, report: dict, sweep: Sweep) -> Table:
     for key in report["published"]:
         if key not in comparable:
             t.extra.append(not_comparable_table(key, sorted(not_comparable)))
-    ratios = ratio_table(name, sweep, labels)
-    if ratios is not None:
-        t.extra.append(ratios)
-    steps = steps_table(name, sweep)
-    if steps is not None:
-        t.extra.append(steps)
+    # under the table: what quantization gave back, and how long each row unlearned
+    t.extra += [x for x in (ratio_table(name, sweep, labels), steps_table(name, sweep)) if x is not None]
     return t
