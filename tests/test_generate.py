@@ -119,6 +119,38 @@ def test_batched_greedy_equals_one_at_a_time(model, tokenizer):
     assert not any(o.startswith(p) for o, p in zip(batched, PROMPTS))
 
 
+def test_a_shared_prefix_run_once_gives_the_same_greedy_tokens(model, tokenizer, monkeypatch):
+    """KnowMem's prompts share their in-context examples: with shared_prefix those tokens run once
+    and their cache is reused; the outputs are the padded batched path's, token for token."""
+    from quail_repro.eval.generate import common_prefix_length
+
+    icl = "".join(f"Question: {d['question']}\nAnswer: {d['answer']}\n\n" for d in QA[:2])
+    prompts = [icl + f"Question: {q}\nAnswer:" for q in
+               ("Who opened the bridge?", "What did the flood defences cost?", "Where?", "What will Greenvale Foods build?",
+                "Who opened the bridge over the river on Monday morning?")]
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    shared = common_prefix_length(ids)
+    assert shared >= len(tokenizer(icl)["input_ids"]) - 1 and len({len(x) for x in ids}) >= 3
+    calls = []
+    real = model.forward
+
+    def counting(*args, **kw):  # how many prompt tokens each forward pass is given
+        calls.append(kw["input_ids"].shape)
+        return real(*args, **kw)
+
+    padded = generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=2, progress=False)
+    monkeypatch.setattr(model, "forward", counting)
+    cached = generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=2, progress=False, shared_prefix=True)
+    assert cached == padded and len(set(cached)) > 1
+    # the prefix ran once, as one sequence; no later pass saw it again
+    assert calls[0] == (1, shared) and all(c[1] < shared for c in calls[1:])
+    # nothing shared (one prompt is a prefix of none): every prompt whole, still the same tokens
+    assert common_prefix_length([[1, 2], [3, 4]]) == 0 and common_prefix_length([[5, 6, 7], [5, 6]]) == 1
+    monkeypatch.undo()
+    assert generate(model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=2, progress=False, shared_prefix=True) == \
+        generate(model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=2, progress=False)
+
+
 def test_generate_leaves_tokenizer_and_model_alone(model, tokenizer):
     tokenizer.padding_side = "right"
     model.train()
@@ -222,7 +254,8 @@ def _corpus():
 def _cfg(**over):
     cfg = OmegaConf.create({
         "verbmem": {"max_new_tokens": 12, "gt_max_tokens": 128, "max_items": None},
-        "knowmem": {"max_new_tokens": 8, "n_icl": 2, "max_items": None, "trailing_space": True},
+        "knowmem": {"max_new_tokens": 8, "n_icl": 2, "max_items": None, "trailing_space": True,
+                    "prefix_cache": False},
         "privleak": {"k": 0.4, "max_length": 512, "max_items": None},
         "batch_size": 2,
         "decoding": {"do_sample": False, "temperature": 1.0, "seed": 0},

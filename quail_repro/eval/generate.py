@@ -127,6 +127,7 @@ def generate(
     max_prompt_tokens: int | None = None,
     desc: str | None = None,
     progress: bool = True,
+    shared_prefix: bool = False,
 ) -> list[str]:
     """Continue each prompt; return only the new text, one string per prompt, in order.
 
@@ -147,6 +148,11 @@ def generate(
       depends on), with a leading BOS kept in front. None: no truncation.
     - Missing pad token: pads with eos (else id 0) without touching the tokenizer.
     - Inputs go to model.device, so this works on CPU, CUDA and bitsandbytes models.
+    - shared_prefix=True (greedy only; KnowMem's in-context examples): the tokens every prompt
+      starts with are run once, their key-value cache is reused by every prompt, and prompts are
+      batched by the length of what follows, so no batch is padded (_generate_after_prefix).
+      The same tokens go in; outputs can differ from the padded path only where floating-point
+      ties do (none seen on the embedded default: docs/results/speed.md).
     """
     prompts = list(prompts)
     if not prompts:
@@ -165,6 +171,9 @@ def generate(
         pad_id=pad_id, eos_id=tokenizer.eos_token_id,
     )
     rng_devices = [device.index or 0] if device.type == "cuda" else []
+    if shared_prefix and not do_sample:
+        return _generate_after_prefix(model, tokenizer, prompts, gc, batch_size=batch_size,
+                                      max_prompt_tokens=max_prompt_tokens, desc=desc, progress=progress)
 
     outputs: list[str] = []
     with contextlib.ExitStack() as stack:
@@ -190,6 +199,51 @@ def generate(
             outputs.extend(
                 tokenizer.batch_decode(new, skip_special_tokens=True)
             )
+    return outputs
+
+
+def common_prefix_length(ids: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every sequence shares, leaving each at least one token of its own
+    (the last prompt token's logits start the generation, so it cannot come from the cache)."""
+    shortest = min(len(x) for x in ids)
+    n = 0
+    while n < shortest - 1 and len({x[n] for x in ids}) == 1:
+        n += 1
+    return n
+
+
+def _generate_after_prefix(model, tokenizer, prompts: list[str], gc, *, batch_size: int,
+                           max_prompt_tokens: int | None, desc: str | None, progress: bool) -> list[str]:
+    """generate() with the shared prefix's key-value cache computed once: the prompts are tokenized
+    as generate() tokenizes them, the common leading tokens run through the model once, and the
+    prompts are grouped by length (then cut into batches of ``batch_size``), each batch starting
+    from a copy of that cache. Greedy."""
+    from transformers import DynamicCache
+
+    ids = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+    if max_prompt_tokens is not None:
+        ids = [_keep_last(x, max_prompt_tokens, tokenizer.bos_token_id) for x in ids]
+    shared = common_prefix_length(ids)
+    device = _model_device(model)
+    by_length: dict[int, list[int]] = {}
+    for i, x in enumerate(ids):
+        by_length.setdefault(len(x), []).append(i)
+    batches = [group[j:j + batch_size] for group in by_length.values() for j in range(0, len(group), batch_size)]
+    outputs: list[str | None] = [None] * len(prompts)
+    with _eval_mode(model), torch.inference_mode():
+        prefix = DynamicCache(config=model.config)
+        if shared:
+            model(input_ids=torch.tensor([ids[0][:shared]], device=device), cache=prefix, use_cache=True)
+        for batch in tqdm(batches, desc=desc or "generate", disable=not progress, leave=False):
+            cache = copy.deepcopy(prefix)
+            if shared:
+                cache.batch_repeat_interleave(len(batch))
+            input_ids = torch.tensor([ids[i] for i in batch], device=device)
+            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                 cache=cache, generation_config=gc)
+            new = out[:, input_ids.shape[1]:].cpu()
+            for i, text in zip(batch, tokenizer.batch_decode(new, skip_special_tokens=True)):
+                outputs[i] = text
     return outputs
 
 

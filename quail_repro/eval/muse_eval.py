@@ -74,6 +74,7 @@ class KnowMemSettings:
     n_icl: int
     trailing_space: bool
     max_items: int | None
+    prefix_cache: bool
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ class MuseEval:
                                            count("verbmem", "max_items", 1, allow_none=True)),
                    knowmem=KnowMemSettings(count("knowmem", "max_new_tokens", 1), count("knowmem", "n_icl", 0),
                                            bool(get("knowmem", "trailing_space")),
-                                           count("knowmem", "max_items", 1, allow_none=True)),
+                                           count("knowmem", "max_items", 1, allow_none=True),
+                                           bool(get("knowmem", "prefix_cache"))),
                    privleak=PrivLeakSettings(k, count("privleak", "max_length", 2, allow_none=True),
                                              count("privleak", "max_items", 1, allow_none=True)))
 
@@ -215,6 +217,7 @@ def _knowmem(model, tokenizer, corpus, cfg: MuseEval, split: str) -> tuple[float
         batch_size=cfg.batch_size, max_prompt_tokens=cfg.max_prompt_tokens,
         desc=f"knowmem_{split[0]}", progress=cfg.progress,
         do_sample=False,  # MUSE and the reference both answer greedily
+        shared_prefix=cfg.knowmem.prefix_cache,
     )
     rows = []
     for d, raw in zip(qa, outputs):
