@@ -113,10 +113,12 @@ def test_the_leverage_grid_crosses_depth_and_width_at_the_default_and_runs_the_l
     jobs, swept = grid("leverage")
     assert len(jobs) == 5 * 2 * 2 * 2
     shapes = []
-    for overrides in jobs[::8]:  # one job per architecture, in launch order
+    for overrides in jobs[:20:4]:  # one job per architecture, in launch order
         arch = _compose(overrides, hydra=False).model.arch
         shapes.append((arch.num_hidden_layers, arch.hidden_size))
     assert shapes == [(16, 192), (8, 192), (4, 256), (4, 192), (4, 128)]
+    # seed 0's whole grid first: a sweep cut short still has one seed of every point
+    assert {_compose(j, hydra=False).seed for j in jobs[:20]} == {0}
     first = [o for o in jobs[0] if not o.startswith("+experiment/leverage_update=")]
     confined, unlearning = (_compose(first + [f"+experiment/leverage_update={u}"], hydra=False)
                             for u in ("confined", "unlearning"))
@@ -125,8 +127,9 @@ def test_the_leverage_grid_crosses_depth_and_width_at_the_default_and_runs_the_l
     assert (confined.method.lr, confined.method.early_stop, confined.method.max_steps) == (1e-5, None, 200)
     assert unlearning.method.lr == 1e-4 and unlearning.method.early_stop.ratio == 0.4
     # the seed trains the target too: the two seeds of a point are two targets
-    seeds = [_compose(j, hydra=False).model.train.seed for j in jobs[:2]]
-    assert seeds == [0, 1]  # consecutive jobs train different targets: two workers never wait on one
+    epochs = [_compose(j, hydra=False).model.train.epochs for j in jobs[:2]]
+    assert epochs[0] != epochs[1]  # consecutive jobs train different targets: two workers never wait on one
+    assert {_compose(j, hydra=False).model.train.seed for j in jobs[::20]} == {0, 1}  # the seed trains the target
 
 
 def test_the_gpu_leverage_script_composes_on_a_cpu():
