@@ -191,8 +191,8 @@ def fit_table(name: str, sweep: Sweep) -> Table | None:
                           else "the ratio does not grow with width, so the fits never meet."))
     t.notes.append("Assumptions: a power law separable in depth and width, fitted over depths 4-16 and widths "
                    "128-512 and extrapolated 2× in depth and 8× in width; the same corpus, 200 steps at lr 1e-5 "
-                   "in bf16, and an unlearning update defined by the embedded stop (forget NLL at 0.4 × the "
-                   "holdout NLL). A pretrained 7B model on MUSE's corpus may sit off these lines.")
+                   "in bf16 against 100 steps at lr 1e-4 (an update that unlearns, or overshoots: the table "
+                   "shows how much each removed). A pretrained 7B model on MUSE's corpus may sit off these lines.")
     return t
 
 
