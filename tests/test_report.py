@@ -497,7 +497,7 @@ def leverage_results(keys: dict[str, str]) -> dict:
 
 
 def test_the_leverage_layout_fits_each_update_over_depth_and_width_and_extrapolates(tmp_path):
-    from quail_repro.report.leverage import PowerLaw, fit_power_law, meeting_width
+    from quail_repro.report.leverage import PowerLaw, fit_power_law, meeting_depth, meeting_width
 
     sweep = fake_sweep(tmp_path / "leverage", LEVERAGE, leverage_results, "leverage", leverage_config)
     rep = build(sweep)
@@ -516,7 +516,9 @@ def test_the_leverage_layout_fits_each_update_over_depth_and_width_and_extrapola
     assert by_quantity["confined shift"][3].startswith("1.00") and by_quantity["confined shift"][4].startswith("0.50")
     assert by_quantity["unlearning shift"][3].startswith("0.00")
     assert by_quantity["confined shift"][6] == pytest.approx(0.01 * 32 * 64 * 1.1 ** 0.5)  # geometric mean of seeds
-    assert any("21.48 × that of an update that unlearns" in n for n in fit.notes)  # 20.48 x sqrt(1.1)
+    assert any("21 × that of an update that unlearns" in n for n in fit.notes)  # 20.48 x sqrt(1.1) = 21.48
+    assert "21 × that of an update that unlearns" in (sweep / "fake.md").read_text()  # rendered under it
+    assert any("depths 4-16 and widths 128-512 and extrapolated 2× in depth and 8× in width" in n for n in fit.notes)
     assert (sweep / "fake.png").stat().st_size > 1000
     # by hand: 0.01 x 32 x sqrt(w) = 1 at w = (1 / 0.32)^2
     confined = fit_power_law([(d, w, 0.01 * d * w ** 0.5) for d, w in ARCH.values()])
@@ -524,4 +526,6 @@ def test_the_leverage_layout_fits_each_update_over_depth_and_width_and_extrapola
     flat = PowerLaw(0.0, 0.0, 0.0, None, None, 3)
     assert meeting_width(confined, flat, 32) == pytest.approx((1 / 0.32) ** 2)
     assert meeting_width(flat, confined, 32) is None  # the ratio falls with width: never
+    assert meeting_depth(confined, flat, 4096) == pytest.approx(1 / (0.01 * 64))  # 0.01 x d x 64 = 1
+    assert meeting_depth(flat, confined, 4096) is None
     assert fit_power_law([(4, 128, 1.0), (4, 256, 2.0)]) is None  # one depth: no depth exponent

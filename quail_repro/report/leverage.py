@@ -136,6 +136,15 @@ def meeting_width(confined: PowerLaw, unlearning: PowerLaw, depth: float) -> flo
     return math.exp(-(confined.a - unlearning.a + (confined.b - unlearning.b) * math.log(depth)) / dc)
 
 
+def meeting_depth(confined: PowerLaw, unlearning: PowerLaw, width: float) -> float | None:
+    """The depth at which, at ``width``, the confined fit reaches the unlearning fit (None when
+    their ratio does not grow with depth)."""
+    db = confined.b - unlearning.b
+    if db <= 0:
+        return None
+    return math.exp(-(confined.a - unlearning.a + (confined.c - unlearning.c) * math.log(width)) / db)
+
+
 def _points(rows: list[Row], value_of: Callable[[Results], Any]) -> list[tuple[float, float, float]]:
     out = []
     for row in rows:
@@ -184,15 +193,22 @@ def fit_table(name: str, sweep: Sweep) -> Table | None:
         if confined is None or unlearning is None:
             continue
         ratio = confined(d, w) / unlearning(d, w)
-        meet = meeting_width(confined, unlearning, d)
+        meet_w, meet_d = meeting_width(confined, unlearning, d), meeting_depth(confined, unlearning, w)
         t.notes.append(f"{knowledge} targets: at {d} × {w} the fits put the confined update's logit shift at "
-                       f"{ratio:.2f} × that of an update that unlearns; "
-                       + (f"at depth {d} the two meet at width ≈ {meet:,.0f}." if meet is not None
-                          else "the ratio does not grow with width, so the fits never meet."))
-    t.notes.append("Assumptions: a power law separable in depth and width, fitted over depths 4-16 and widths "
-                   "128-512 and extrapolated 2× in depth and 8× in width; the same corpus, 200 steps at lr 1e-5 "
-                   "in bf16 against 100 steps at lr 1e-4 (an update that unlearns, or overshoots: the table "
-                   "shows how much each removed). A pretrained 7B model on MUSE's corpus may sit off these lines.")
+                       f"{ratio:.2g} × that of an update that unlearns; "
+                       + (f"at depth {d} the two meet at width ≈ {meet_w:,.0f}; " if meet_w is not None
+                          else "the ratio does not grow with width; ")
+                       + (f"at width {w} they meet at depth ≈ {meet_d:,.0f}." if meet_d is not None
+                          else "it does not grow with depth either: the fits never meet."))
+    points = [(dw[0], dw[1]) for row in sweep.rows for j in row.shown if (dw := depth_width(j)) is not None]
+    if points:
+        depths, widths = [p[0] for p in points], [p[1] for p in points]
+        t.notes.append(
+            f"Assumptions: a power law separable in depth and width, fitted over depths {min(depths)}-{max(depths)} "
+            f"and widths {min(widths)}-{max(widths)} and extrapolated {d / max(depths):.0f}× in depth and "
+            f"{w / max(widths):.0f}× in width; each shape's own target (the table shows how much each knew) and "
+            "the grid's two updates (the table shows how much each removed). A pretrained 7B model on MUSE's "
+            "corpus may sit off these lines.")
     return t
 
 

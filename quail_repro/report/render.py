@@ -28,7 +28,7 @@ def render_markdown(t: Table) -> str:
     parts = [f"## {t.name}" + (f": {t.title}" if t.title else ""), "", to_markdown(t), ""]
     parts += [f"- {n}" for n in t.notes]
     for x in t.extra:
-        parts += ["", f"### {x.title}", "", to_markdown(x)]
+        parts += ["", f"### {x.title}", "", to_markdown(x)] + ([""] if x.notes else []) + [f"- {n}" for n in x.notes]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -101,5 +101,8 @@ def render_latex(t: Table) -> str:
     out.append(r"\end{table}")
     for x in t.extra:
         out += ["", r"\begin{table}[t]", r"\centering", rf"\caption{{{tex_escape(x.title)}}}",
-                r"\resizebox{\linewidth}{!}{%", to_latex(x) + "}", r"\end{table}"]
+                r"\resizebox{\linewidth}{!}{%", to_latex(x) + "}"]
+        if x.notes:
+            out.append(r"\par\footnotesize " + " ".join(tex_escape(n) for n in x.notes))
+        out.append(r"\end{table}")
     return "\n".join(out) + "\n"
