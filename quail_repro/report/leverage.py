@@ -127,22 +127,26 @@ def fit_power_law(points: list[tuple[float, float, float]]) -> PowerLaw | None:
     return PowerLaw(float(coef[0]), float(coef[1]), float(coef[2]), se[1], se[2], len(points))
 
 
-def meeting_width(confined: PowerLaw, unlearning: PowerLaw, depth: float) -> float | None:
-    """The width at which, at ``depth``, the confined fit reaches the unlearning fit (None when
-    their ratio does not grow with width)."""
-    dc = confined.c - unlearning.c
-    if dc <= 0:
+def _meeting(confined: PowerLaw, unlearning: PowerLaw, grows: str, held: float) -> float | None:
+    """Where along ``grows`` (depth or width), the other held at ``held``, the confined fit reaches
+    the unlearning fit: log ratio = da + d(held exponent) log held + d(grows exponent) log x = 0.
+    None when the ratio does not grow along that axis."""
+    da = confined.a - unlearning.a
+    db, dc = confined.b - unlearning.b, confined.c - unlearning.c
+    slope, other = (db, dc) if grows == "depth" else (dc, db)
+    if slope <= 0:
         return None
-    return math.exp(-(confined.a - unlearning.a + (confined.b - unlearning.b) * math.log(depth)) / dc)
+    return math.exp(-(da + other * math.log(held)) / slope)
+
+
+def meeting_width(confined: PowerLaw, unlearning: PowerLaw, depth: float) -> float | None:
+    """The width at which, at ``depth``, the confined fit reaches the unlearning fit."""
+    return _meeting(confined, unlearning, "width", depth)
 
 
 def meeting_depth(confined: PowerLaw, unlearning: PowerLaw, width: float) -> float | None:
-    """The depth at which, at ``width``, the confined fit reaches the unlearning fit (None when
-    their ratio does not grow with depth)."""
-    db = confined.b - unlearning.b
-    if db <= 0:
-        return None
-    return math.exp(-(confined.a - unlearning.a + (confined.c - unlearning.c) * math.log(width)) / db)
+    """The depth at which, at ``width``, the confined fit reaches the unlearning fit."""
+    return _meeting(confined, unlearning, "depth", width)
 
 
 def _points(rows: list[Row], value_of: Callable[[Results], Any]) -> list[tuple[float, float, float]]:
