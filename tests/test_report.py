@@ -401,8 +401,13 @@ def scale_results(keys: dict[str, str]) -> dict:
     analysis = {"frac_changed": 0.2 if keys["+experiment/scale_storage"] == "bf16" else 1.0, "transfer_coef": 0.9,
                 "by_code": {"zero": {"share_of_weights": 0.1, "share_of_update_norm": 0.4, "transfer_coef": 0.0},
                             "other": {"share_of_weights": 0.9, "share_of_update_norm": 0.6, "transfer_coef": 1.5}}}
-    return results_json("ga_gdr", {"none": 20.0, "rtn_int4": 20.0 + 40 * ratio},
-                        unlearning={"status": "ok", "steps": 200}, analysis={"rtn_int4": analysis},
+    return analysed_results({"none": 20.0, "rtn_int4": 20.0 + 40 * ratio}, analysis, ratio, items)
+
+
+def analysed_results(m2: dict[str, float], analysis: dict, ratio: float, items: dict) -> dict:
+    """A GA_GDR run of 200 steps with its rtn_int4 bucket analysis, KnowMem-f recovery ratio and the
+    per-question scores it came from."""
+    return results_json("ga_gdr", m2, unlearning={"status": "ok", "steps": 200}, analysis={"rtn_int4": analysis},
                         recovery={"rtn_int4": {"knowmem_f": ratio, "verbmem_f": None}},
                         recovery_items={"rtn_int4": {"knowmem_f": items}})
 
@@ -491,9 +496,7 @@ def leverage_results(keys: dict[str, str]) -> dict:
                 "frac_changed": 0.1, "transfer_coef": 0.05,
                 "by_code": {"zero": {"share_of_update_norm": 0.99}, "other": {"share_of_update_norm": 0.01}}}
     items = {"full": [0.5, 0.3], "quant": [0.5, 0.3], "target_quant": [1.0, 0.6], "target_full": [1.0, 0.6]}
-    return results_json("ga_gdr", {"none": 40.0, "rtn_int4": 40.0}, unlearning={"status": "ok", "steps": 200},
-                        analysis={"rtn_int4": analysis}, recovery={"rtn_int4": {"knowmem_f": 0.0}},
-                        recovery_items={"rtn_int4": {"knowmem_f": items}})
+    return analysed_results({"none": 40.0, "rtn_int4": 40.0}, analysis, 0.0, items)
 
 
 def test_the_leverage_layout_fits_each_update_over_depth_and_width_and_extrapolates(tmp_path):

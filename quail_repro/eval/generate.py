@@ -59,6 +59,15 @@ def _keep_last(ids: list[int], n: int, bos_id: int | None) -> list[int]:
     return ids[len(ids) - n:]
 
 
+def _token_ids(tokenizer, texts: list[str], *, max_tokens: int | None, keep_end: bool) -> list[list[int]]:
+    """Each text's token ids with the tokenizer's special tokens, cut to ``max_tokens`` (None: not
+    cut): the LAST tokens with a leading BOS kept in front (keep_end, prompts), else the first."""
+    ids = [tokenizer(t, add_special_tokens=True)["input_ids"] for t in texts]
+    if max_tokens is not None:
+        ids = [_keep_last(x, max_tokens, tokenizer.bos_token_id) if keep_end else x[:max_tokens] for x in ids]
+    return ids
+
+
 def _encode(tokenizer, texts: list[str], pad_id: int, *, max_tokens: int | None,
             keep_end: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Tokenize with the tokenizer's special tokens, truncate to ``max_tokens`` (None: no
@@ -68,9 +77,7 @@ def _encode(tokenizer, texts: list[str], pad_id: int, *, max_tokens: int | None,
     the left, so every row ends where generation starts. keep_end=False (scored texts):
     keep the FIRST tokens and pad on the right.
     """
-    ids = [tokenizer(t, add_special_tokens=True)["input_ids"] for t in texts]
-    if max_tokens is not None:
-        ids = [_keep_last(x, max_tokens, tokenizer.bos_token_id) if keep_end else x[:max_tokens] for x in ids]
+    ids = _token_ids(tokenizer, texts, max_tokens=max_tokens, keep_end=keep_end)
     lens = [len(x) for x in ids]
     width = max(lens)
 
@@ -220,9 +227,7 @@ def _generate_after_prefix(model, tokenizer, prompts: list[str], gc, *, batch_si
     from a copy of that cache. Greedy."""
     from transformers import DynamicCache
 
-    ids = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    if max_prompt_tokens is not None:
-        ids = [_keep_last(x, max_prompt_tokens, tokenizer.bos_token_id) for x in ids]
+    ids = _token_ids(tokenizer, prompts, max_tokens=max_prompt_tokens, keep_end=True)
     shared = common_prefix_length(ids)
     device = _model_device(model)
     by_length: dict[int, list[int]] = {}
