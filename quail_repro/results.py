@@ -248,12 +248,13 @@ def format_table(results: Results) -> str:
     classification = any(m.ok and m.classification for m in results.metrics.values())
     keys = [m.key for m in CLASSIFICATION_METRICS] if classification else METRICS
     width = 16 if classification else 11
-    rows = [head, f"{'precision':<12}" + "".join(f"{k:>{width}}" for k in keys)]
+    name_width = max([12, *(len(q) + 1 for q in results.metrics)])  # llamacpp_q4_k_m is 15
+    rows = [head, f"{'precision':<{name_width}}" + "".join(f"{k:>{width}}" for k in keys)]
     for qname, m in results.metrics.items():
         if not m.ok:
-            rows.append(f"{qname:<12} failed: {m.error}")
+            rows.append(f"{qname:<{name_width}} failed: {m.error}")
             continue
-        rows.append(f"{qname:<12}" + "".join(f"{v:>{width}.{3 if k == 'mia_auc' else 1}f}" if v is not None
+        rows.append(f"{qname:<{name_width}}" + "".join(f"{v:>{width}.{3 if k == 'mia_auc' else 1}f}" if v is not None
                                             else f"{'n/a':>{width}}" for k, v in ((k, m.get(k)) for k in keys)))
     if results.unlearning is not None and results.unlearning.hinge_inactive:
         rows.append("QUAIL hinge never active: this model is its base method's")

@@ -13,7 +13,7 @@ from quail_repro.report import expand_grid
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 TABLES = ["table1", "table2", "table3", "table4", "table5", "failure_table1", "recovery_search", "scale_search",
-          "table2_comparators", "leverage"]
+          "table2_comparators", "leverage", "table_deploy", "table_deploy_classification"]
 BASELINES = ["ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr"]
 QUAIL = ["quail", "quail_ga", "quail_ga_klr", "quail_npo", "quail_npo_gdr", "quail_npo_klr"]
 VARIANTS = ["quail_shift", "quail_postquant", "fq_ga_gdr"]
@@ -181,6 +181,18 @@ def test_table2_comparators_rows_and_precisions():
                                "gguf_q4_0"]
     assert _compose(["+experiment=table2_comparators", "method=sure"], hydra=False).method.saliency.percentile == 50
     assert _compose(["+experiment=table2_comparators", "method=lora_ga_gdr"], hydra=False).method.lora.r == 8
+
+@pytest.mark.parametrize("name, task", [("table_deploy", "mini_news"), ("table_deploy_classification", "mini_tweets")])
+def test_the_deployment_tables_rows_precisions_and_seeds(name, task):
+    jobs, _ = grid(name)
+    rows = ["target", "retrain", "ga_gdr", "npo_gdr", "quail", "sure", "lora_ga_gdr"]
+    # seed slowest: a sweep cut short has every row of seed 0
+    assert [j[:2] for j in jobs] == [[f"seed={s}", f"method={m}"] for s in range(3) for m in rows]
+    cfg = _compose([f"+experiment={name}"], hydra=False)
+    assert list(cfg.quant) == ["none", "rtn_int4", "bnb_nf4", "gptq_int4", "awq_int4", "llamacpp_q4_k_m",
+                               "llamacpp_q8_0"]
+    assert cfg.dataset.name == task
+
 
 def test_experiments_take_toy_sizes():
     cfg = _compose(["+experiment=[table2,toy]"], hydra=False)

@@ -1,0 +1,358 @@
+"""llama.cpp's own quantizer: the k-quant files (Q4_K_M, Q5_K_M, Q6_K) and Q8_0 that local
+runners load, through llama-cpp-python (an optional extra: ``pip install 'quail_repro[llamacpp]'``,
+a source build of llama.cpp; scripts/setup_llamacpp.sh).
+
+The saved model is exported to GGUF in float32 (architecture and tokenizer metadata included,
+so llama.cpp can load it), quantized by llama.cpp's ``llama_model_quantize`` to the file type
+asked for, and every tensor of the quantized file is read back with the gguf package's
+dequantizers into the harness's model, which the metrics then run on. What llama.cpp decides is
+kept as it decides it:
+
+* the mix of tensor types of a file type (Q4_K_M stores attn_v and ffn_down of some layers and
+  the output head in Q6_K, the rest in Q4_K);
+* the output head and the token embeddings are quantized too (the other quantizers of the
+  harness keep them in full precision), as every GGUF runner loads them;
+* k-quants cut rows into super-blocks of 256 weights: a row of another length gets llama.cpp's
+  fallback type (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0). At the embedded default's width 192
+  most matrices fall back; ``tensor_types`` of the loaded model says which type each got.
+
+Llama-architecture causal LMs only (what llama.cpp's LLAMA graph runs); anything else is a
+ConfigError, recorded as that precision's failure.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import tempfile
+from collections import Counter
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from quail_repro.errors import ConfigError, QuantizerUnavailable
+
+from .base import Quantizer, check_name, load_full_precision
+
+log = logging.getLogger(__name__)
+EXTRA = "pip install 'quail_repro[llamacpp]' (or scripts/setup_llamacpp.sh)"
+#: the file types offered, by llama.cpp's names (LLAMA_FTYPE_MOSTLY_<name>)
+FTYPES = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q5_K_S", "Q6_K", "Q8_0", "Q4_0", "Q5_0")
+
+
+_GGML_LOG_ERROR = 4  # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 continuation
+
+
+def import_llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as err:
+        raise QuantizerUnavailable(f"llama.cpp's quantizer needs llama-cpp-python, which is not installed ({err}); "
+                                   f"install the extra: {EXTRA}") from None
+    if not hasattr(import_llama_cpp, "_log"):  # llama.cpp prints a line per tensor: keep its errors only
+        @llama_cpp.llama_log_callback
+        def _log(level, text, _user_data):
+            if level == _GGML_LOG_ERROR:
+                log.error("llama.cpp: %s", text.decode(errors="replace").rstrip())
+
+        import_llama_cpp._log = _log  # the C side holds a pointer: keep the callback alive
+        llama_cpp.llama_log_set(_log, ctypes.c_void_p(0))
+    return llama_cpp
+
+
+def llama_cpp_version() -> str:
+    try:
+        return version("llama_cpp_python")
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _gguf():
+    import gguf
+
+    return gguf
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+def _rope_theta(config) -> float:
+    params = getattr(config, "rope_parameters", None) or {}  # transformers 5 keeps it here
+    theta = params.get("rope_theta", getattr(config, "rope_theta", None))
+    rope_type = params.get("rope_type", "default")
+    if theta is None or rope_type != "default":
+        raise ConfigError(f"GGUF export: RoPE {rope_type!r} (theta {theta}) is not exported; plain RoPE only")
+    return float(theta)
+
+
+def _check_llama(model: nn.Module) -> None:
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != "llama" or not hasattr(model, "lm_head"):
+        kind = getattr(config, "model_type", type(model).__name__)
+        raise ConfigError(f"llama.cpp's quantizer runs Llama causal LMs only here; this model is {kind!r}")
+
+
+def _permute(w: np.ndarray, n_head: int, inverse: bool = False) -> np.ndarray:
+    """HF Llama rotates each head's halves (x_i, x_{i+d/2}); llama.cpp's LLAMA graph rotates
+    adjacent pairs (x_2i, x_2i+1): q and k rows are reordered on export (as llama.cpp's
+    convert_hf_to_gguf.py does) and back on reading. A reordering of rows leaves each row, and so
+    its quantized blocks, unchanged."""
+    rows = w.shape[0]
+    if inverse:
+        return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _heads(config, hf_name: str) -> int | None:
+    if hf_name.endswith("self_attn.q_proj.weight"):
+        return config.num_attention_heads
+    if hf_name.endswith("self_attn.k_proj.weight"):
+        return getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return None
+
+
+def _name_map(model: nn.Module) -> dict[str, str]:
+    """HF parameter name -> GGUF tensor name, by the gguf package's own table."""
+    gguf = _gguf()
+    table = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, model.config.num_hidden_layers)
+    names = {}
+    for name in model.state_dict():
+        if name == "lm_head.weight" and getattr(model.config, "tie_word_embeddings", False):
+            continue  # llama.cpp reads a tied head from token_embd
+        mapped = table.get_name(name, try_suffixes=(".weight", ".bias"))
+        if mapped is None:
+            raise ConfigError(f"GGUF export: no llama.cpp tensor for {name!r}")
+        names[name] = mapped
+    return names
+
+
+def _write_tokenizer(writer, tokenizer_dir: str) -> None:
+    """The byte-level BPE's tokens and merges as llama.cpp's "gpt2" vocabulary."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    state = json.loads(tok.backend_tokenizer.to_str())
+    model = state["model"]
+    if model.get("type") != "BPE":
+        raise ConfigError(f"GGUF export: tokenizer type {model.get('type')!r}; byte-level BPE only")
+    vocab = {i: t for t, i in tok.get_vocab().items()}
+    gguf = _gguf()
+    special = set(tok.all_special_ids)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list([vocab[i] for i in range(len(vocab))])
+    writer.add_token_types([gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL
+                            for i in range(len(vocab))])
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])])
+    for what, token_id in (("bos", tok.bos_token_id), ("eos", tok.eos_token_id), ("pad", tok.pad_token_id),
+                           ("unk", tok.unk_token_id)):
+        if token_id is not None:
+            getattr(writer, f"add_{what}_token_id")(token_id)
+    writer.add_add_bos_token(False)  # the harness tokenizes; llama.cpp gets token ids
+
+
+def export_gguf(model: nn.Module, tokenizer_dir: str, path: str | Path) -> Path:
+    """``model`` (a Llama causal LM) as a float32 GGUF file that llama.cpp loads."""
+    _check_llama(model)
+    gguf, config = _gguf(), model.config
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # its writer logs every file at INFO
+    n_head = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_head
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(getattr(config, "num_key_value_heads", None) or n_head)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(_rope_theta(config))
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    _write_tokenizer(writer, tokenizer_dir)
+    names = _name_map(model)
+    for name, tensor in model.state_dict().items():
+        if name not in names:
+            continue
+        w = tensor.detach().float().cpu().numpy()
+        heads = _heads(config, name)
+        writer.add_tensor(names[name], _permute(w, heads) if heads else w)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
+# -- quantize, read back ------------------------------------------------------------------------
+
+
+def quantize_gguf(source: str | Path, dest: str | Path, ftype: str, threads: int) -> None:
+    """llama.cpp's ``llama_model_quantize`` of ``source`` into ``dest`` at file type ``ftype``."""
+    llama_cpp = import_llama_cpp()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
+    params.nthread = threads
+    rc = llama_cpp.llama_model_quantize(str(source).encode(), str(dest).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise QuantizerUnavailable(f"llama_model_quantize to {ftype} failed (return code {rc}); see llama.cpp's log")
+
+
+def read_gguf(path: str | Path, model: nn.Module) -> dict[str, tuple[str, np.ndarray]]:
+    """HF parameter name -> (the GGUF tensor's type name, its float32 values in HF's layout)."""
+    gguf = _gguf()
+    back = {g: h for h, g in _name_map(model).items()}
+    out = {}
+    for t in gguf.GGUFReader(str(path)).tensors:
+        if t.name not in back:
+            raise ConfigError(f"{path}: tensor {t.name!r} has no counterpart in the model")
+        values = np.array(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)  # a copy, not the memmap
+        hf = back[t.name]
+        heads = _heads(model.config, hf)
+        out[hf] = (t.tensor_type.name, _permute(values, heads, inverse=True) if heads else values)
+    return out
+
+
+#: per block type: (the range of its codes q, its value as a function of q: step * q + offset)
+CODE_RANGE = {"Q8_0": (-128, 127), "Q4_0": (0, 15), "Q4_1": (0, 15), "Q5_0": (0, 31), "Q5_1": (0, 31),
+              "Q4_K": (0, 15), "Q5_K": (0, 31), "Q6_K": (0, 63)}
+
+
+def _f16(raw: np.ndarray, start: int) -> np.ndarray:
+    return raw[:, start:start + 2].copy().view(np.float16).astype(np.float32)  # (blocks, 1)
+
+
+def block_grid(kind: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The grid each stored weight lies on, read from the blocks' headers: (step, offset) per
+    weight, shaped (sub-blocks, weights per sub-block), so that value = step * q + offset with an
+    integer code q in CODE_RANGE[kind] (Q6_K's scales are signed, so its step can be negative).
+    ``raw``: the tensor's bytes (rows x bytes per row)."""
+    if kind not in CODE_RANGE:
+        raise ConfigError(f"no block grid for GGUF type {kind}")
+    gguf = _gguf()
+    size, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]]
+    blocks = np.ascontiguousarray(raw).view(np.uint8).reshape(-1, type_size)
+    if kind in ("Q4_K", "Q5_K"):  # eight sub-blocks of 32, 6-bit scale and minimum each
+        sc, m = gguf.quants.Q4_K.get_scale_min(blocks[:, 4:16])
+        step, offset = _f16(blocks, 0) * sc, -_f16(blocks, 2) * m
+    elif kind == "Q6_K":  # sixteen sub-blocks of 16, int8 scales, codes centred on 32
+        step = _f16(blocks, 208) * blocks[:, 192:208].view(np.int8).astype(np.float32)
+        offset = -32 * step
+    else:  # one block of 32: d, then (for _1) a minimum m; the _0 formats centre their codes
+        d = _f16(blocks, 0)
+        centre = {"Q8_0": 0, "Q4_0": 8, "Q5_0": 16}.get(kind)
+        step, offset = d, (-centre * d if centre is not None else _f16(blocks, 2))
+    per_sub = size // step.shape[1]
+    return (np.repeat(step.reshape(-1, 1), per_sub, axis=1), np.repeat(offset.reshape(-1, 1), per_sub, axis=1))
+
+
+#: the type a file type stores most weights in, and llama.cpp's fallback where a row is not a
+#: whole number of 256-weight super-blocks (llama-quant.cpp)
+BASE_TYPE = {"Q4_K_M": "Q4_K", "Q4_K_S": "Q4_K", "Q5_K_M": "Q5_K", "Q5_K_S": "Q5_K", "Q6_K": "Q6_K",
+             "Q8_0": "Q8_0", "Q4_0": "Q4_0", "Q5_0": "Q5_0"}
+FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+
+
+def row_type(ftype: str, row_length: int) -> str:
+    """The type llama.cpp gives a weight of this row length at ``ftype``'s base type."""
+    gguf = _gguf()
+    kind = BASE_TYPE[ftype]
+    if row_length % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]][0]:
+        kind = FALLBACK.get(kind, kind)
+    if row_length % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]][0]:
+        raise ConfigError(f"{ftype}: rows of {row_length} weights fit no block of {kind}")
+    return kind
+
+
+def ggml_round_trip(weight: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """One 2-D float32 weight through ggml's own quantizer (ggml_quantize_chunk, the function
+    llama_model_quantize calls for each tensor): (its bytes, rows x bytes; its values)."""
+    gguf, llama_cpp = _gguf(), import_llama_cpp()
+    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    qtype = gguf.GGMLQuantizationType[kind]
+    block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    src = np.ascontiguousarray(weight, dtype=np.float32)
+    rows, n_per_row = src.shape
+    raw = np.empty((rows, n_per_row // block * type_size), dtype=np.uint8)
+    lib.ggml_quantize_init(int(qtype))
+    written = lib.ggml_quantize_chunk(int(qtype), src.ctypes.data, raw.ctypes.data, 0, rows, n_per_row, None)
+    if written != raw.nbytes:
+        raise QuantizerUnavailable(f"ggml_quantize_chunk wrote {written} bytes of {kind}, expected {raw.nbytes}")
+    return raw, np.asarray(gguf.quants.dequantize(raw, qtype), dtype=np.float32)
+
+
+class LlamaCppQuantizer(Quantizer):
+    """llama.cpp's quantization to ``ftype`` (see the module doc).
+
+    Config::
+
+        _target_: quail_repro.quant.llama_cpp.LlamaCppQuantizer
+        name: gguf_q4_k_m
+        ftype: Q4_K_M     # Q4_K_M | Q4_K_S | Q5_K_M | Q5_K_S | Q6_K | Q8_0 | Q4_0 | Q5_0
+        threads: 2        # llama.cpp's quantization threads (rows are independent: no number changes)
+    """
+
+    def __init__(self, name: str, ftype: str, threads: int):
+        self.name = check_name("LlamaCppQuantizer", name)
+        if ftype not in FTYPES:
+            raise ConfigError(f"LlamaCppQuantizer option 'ftype'={ftype!r}: choose one of {list(FTYPES)}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"LlamaCppQuantizer option 'threads' must be an integer >= 1, got {threads!r}")
+        self.ftype, self.threads = ftype, threads
+        #: per parameter, the type llama.cpp stored it in (set by the last load)
+        self.tensor_types: dict[str, str] = {}
+
+    def quantized_tensors(self, path: str, model: nn.Module) -> dict[str, tuple[str, np.ndarray]]:
+        """Export ``model`` (saved at ``path``, tokenizer beside it), quantize, read back."""
+        _check_llama(model)
+        import_llama_cpp()  # before the export: a missing extra fails in a second
+        with tempfile.TemporaryDirectory(prefix="quail_gguf_") as tmp:
+            source, dest = Path(tmp) / "model-f32.gguf", Path(tmp) / f"model-{self.ftype}.gguf"
+            export_gguf(model, path, source)
+            quantize_gguf(source, dest, self.ftype, self.threads)
+            return read_gguf(dest, model)
+
+    def load(self, path: str, *, dtype: torch.dtype, device: str) -> nn.Module:
+        model = load_full_precision(path, dtype=torch.float32, device="cpu")
+        tensors = self.quantized_tensors(path, model)
+        state = model.state_dict()
+        with torch.no_grad():
+            for name, (_, values) in tensors.items():
+                state[name].copy_(torch.from_numpy(values).reshape(state[name].shape))
+        self.tensor_types = {name: kind for name, (kind, _) in tensors.items()}
+        counts = Counter(self.tensor_types.values())
+        log.info("%s: llama.cpp stored %s", self.name, ", ".join(f"{n} tensors in {k}" for k, n in sorted(counts.items())))
+        model.to(device=device, dtype=dtype)
+        return model.eval()
+
+    def bucket_codes(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(codes, dequantized values, step Delta, the code nearest 0) per weight, for the bucket
+        analysis: the weight through ggml's quantizer at the file type's base type (row_type). The
+        file itself stores a few tensors at more bits (Q4_K_M: attn_v and ffn_down of some layers
+        in Q6_K); the analysis treats every Linear at the base type."""
+        w = weight.detach().float().cpu().numpy()
+        kind = row_type(self.ftype, w.shape[1])
+        raw, values = ggml_round_trip(w, kind)
+        step, offset = block_grid(kind, raw)
+        v = values.reshape(step.shape)
+        safe = np.where(step == 0, 1, step)  # an all-zero block: every code 0
+        codes, zero = np.where(step == 0, 0, np.rint((v - offset) / safe)), np.where(step == 0, 0, np.rint(-offset / safe))
+
+        def per_weight(a, dtype=torch.float32):
+            return torch.from_numpy(np.ascontiguousarray(a).reshape(weight.shape)).to(weight.device, dtype)
+
+        return per_weight(codes, torch.int16), per_weight(v), per_weight(np.abs(step)), per_weight(zero, torch.int16)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "method": "llama.cpp", "ftype": self.ftype, "llama_cpp_python": llama_cpp_version(),
+                "gguf": version("gguf"), "modules": "every tensor, as llama.cpp stores it (embeddings and head included)",
+                "analysis": f"every Linear at {BASE_TYPE[self.ftype]} (llama.cpp's fallback where rows do not fit)"}
