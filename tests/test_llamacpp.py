@@ -49,24 +49,6 @@ def test_q_and_k_rows_are_reordered_as_llama_cpp_rotates_adjacent_pairs():
     assert np.array_equal(_permute(_permute(w, 2), 2, inverse=True), w)
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    """A random Llama of width 256 (rows fit the k-quants' super-blocks) and a byte-level BPE."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from quail_repro.models.tiny import train_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny_llama")
-    tok = train_tokenizer([f"the town of Avel{i} lies by the river {i}" for i in range(64)], 300, True)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=128, tie_word_embeddings=False))
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path, model.eval()
-
-
 def test_the_float32_export_reads_back_exactly_with_the_model_metadata(tiny_llama, tmp_path):
     import gguf
 
