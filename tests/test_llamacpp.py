@@ -162,3 +162,32 @@ def test_the_consistency_check_runs_and_agrees_at_toy_size(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "identical generations" in proc.stdout and "consistent" in proc.stdout and ": yes" in proc.stdout
+
+
+@needs_llama_cpp
+def test_the_deployment_table_runs_at_toy_size(tmp_path):
+    """+experiment=[table_deploy,toy], one seed, two rows (~1 min): every precision is a number or a
+    recorded failure (here GPTQ and AWQ, whose extra is in another venv), llama.cpp's have their
+    recovery ratio and bucket analysis like the others, and the table is written."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "quail_repro", "+experiment=[table_deploy,toy]", "device=cpu",
+                           "logger=none", "seed=0", "method=target,ga_gdr", f"hydra.sweep.dir={sweep}"],
+                          cwd=root, capture_output=True, text=True,
+                          env=dict(os.environ, QUAIL_CACHE_DIR=str(tmp_path / "cache")), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "## table_deploy" in proc.stdout and (sweep / "table_deploy.csv").is_file()
+    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
+    assert [r["method"] for r in results] == ["target", "ga_gdr"]
+    unlearned = results[1]
+    for q in ("none", "rtn_int4", "bnb_nf4", "llamacpp_q4_k_m", "llamacpp_q8_0"):
+        assert unlearned["metrics"][q]["knowmem_f"] is not None, q
+    for q in ("llamacpp_q4_k_m", "llamacpp_q8_0"):
+        assert q in unlearned["recovery"] and 0 < unlearned["analysis"][q]["bucket_overlap"] <= 1
+    if importlib.util.find_spec("gptqmodel") is None:
+        assert all(unlearned["metrics"][q]["status"] == "failed" for q in ("gptq_int4", "awq_int4"))
