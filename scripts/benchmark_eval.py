@@ -4,9 +4,10 @@ run: the ratio of their times and whether every score and every generated answer
     .venv/bin/python scripts/benchmark_eval.py [--repeats 3] [--quant bnb_nf4] [overrides]
 
 - reference: one example at a time, every KnowMem prompt whole (eval.batch_size=1,
-  eval.knowmem.prefix_cache=false): the procedure of MUSE's code, as settings of this harness;
+  eval.knowmem.prefix_cache=false, eval.knowmem.stop_at_answer_end=false): the procedure of MUSE's
+  code, as settings of this harness;
 - harness: the eval config as composed (batched; KnowMem's in-context examples run once and their
-  key-value cache reused).
+  key-value cache reused; a question's generation stops at its answer's end).
 The model is the run's target (taken from the cache, trained if missing), loaded once at full
 precision or at --quant; both procedures run on it in the same process and threads, alternately,
 --repeats times (the median time of each is compared). Overrides compose as for
@@ -44,7 +45,8 @@ def main() -> None:
     run = stages.prepare(stages.Run.of(cfg, numerics.open_cache(cfg)))
     model, tok = stages.load(run.models.target, cfg, run.models.dtype, stages._quantizer(run, args.quant))
     fast = OmegaConf.merge(cfg.eval, {"progress": False})
-    reference = OmegaConf.merge(fast, {"batch_size": 1, "knowmem": {"prefix_cache": False}})
+    reference = OmegaConf.merge(fast, {"batch_size": 1,
+                                       "knowmem": {"prefix_cache": False, "stop_at_answer_end": False}})
     times, results = {"reference": [], "harness": []}, {}
     for _ in range(args.repeats):
         for name, settings in (("reference", reference), ("harness", fast)):
@@ -54,7 +56,8 @@ def main() -> None:
     (ref_metrics, ref_out), (our_metrics, our_out) = results["reference"], results["harness"]
     print(f"machine: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"device {cfg.device}, model {cfg.model.name} at {args.quant}, eval={cfg.eval.task} "
-          f"(batch_size {cfg.eval.batch_size}, prefix_cache {cfg.eval.knowmem.prefix_cache})")
+          f"(batch_size {cfg.eval.batch_size}, prefix_cache {cfg.eval.knowmem.prefix_cache}, "
+          f"stop_at_answer_end {cfg.eval.knowmem.stop_at_answer_end})")
     for m in METRICS:
         a, b = ref_metrics[m], our_metrics[m]
         print(f"{m:<13} reference {a!s:<22} harness {b!s:<22} {'same' if a == b else 'DIFFERENT'}")

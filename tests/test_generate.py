@@ -251,11 +251,53 @@ def _corpus():
     )
 
 
+@pytest.mark.parametrize("shared_prefix", [False, True])
+def test_stopping_at_a_marker_keeps_the_text_before_it_and_ends_batches_early(model, tokenizer, monkeypatch,
+                                                                              shared_prefix):
+    """A row stops once its new text holds a marker; cut at the earliest marker, every answer is the
+    full-length generation's, and the batch ran fewer steps."""
+    full = generate(model, tokenizer, PROMPTS, max_new_tokens=12, batch_size=3, progress=False,
+                    shared_prefix=shared_prefix)
+    # markers this random model writes: the first two characters of each output's second half
+    markers = sorted({o[len(o) // 2: len(o) // 2 + 2] for o in full if len(o) > 4})
+    assert markers
+
+    def cut(text):
+        at = [text.find(m) for m in markers if m in text]
+        return text[: min(at)] if at else text
+
+    steps = []
+    real = model.forward
+
+    def counting(*args, **kw):
+        steps.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(model, "forward", counting)
+    stopped = generate(model, tokenizer, PROMPTS, max_new_tokens=12, batch_size=3, progress=False,
+                       shared_prefix=shared_prefix, stop_strings=markers)
+    n_stopped = len(steps)
+    steps.clear()
+    generate(model, tokenizer, PROMPTS, max_new_tokens=12, batch_size=3, progress=False, shared_prefix=shared_prefix)
+    assert [cut(o) for o in stopped] == [cut(o) for o in full]
+    assert all(f.startswith(o) or cut(o) == cut(f) for o, f in zip(stopped, full))
+    assert n_stopped < len(steps)
+
+
+def test_knowmem_scores_and_answers_are_the_same_with_and_without_the_stop(model, tokenizer):
+    on = muse_eval.evaluate_muse(model, tokenizer, _corpus(), _cfg(knowmem={"stop_at_answer_end": True}),
+                                 auc_retrain=None)
+    off = muse_eval.evaluate_muse(model, tokenizer, _corpus(), _cfg(), auc_retrain=None)
+    for key in ("knowmem_f", "knowmem_r"):
+        assert on[0][key] == off[0][key]
+        assert [r["output"] for r in on[1][key]] == [r["output"] for r in off[1][key]]
+
+
 def _cfg(**over):
     cfg = OmegaConf.create({
         "verbmem": {"max_new_tokens": 12, "gt_max_tokens": 128, "max_items": None},
         "knowmem": {"max_new_tokens": 8, "n_icl": 2, "max_items": None, "trailing_space": True,
-                    "prefix_cache": False},
+                    "prefix_cache": False, "stop_at_answer_end": False},
         "privleak": {"k": 0.4, "max_length": 512, "max_items": None},
         "batch_size": 2,
         "decoding": {"do_sample": False, "temperature": 1.0, "seed": 0},

@@ -92,6 +92,24 @@ def _encode(tokenizer, texts: list[str], pad_id: int, *, max_tokens: int | None,
     return input_ids, attention_mask, lens
 
 
+class _StopAtStrings:
+    """A transformers stopping criterion: a row is done once its new text holds one of ``strings``
+    (greedy rows are independent, so stopping one changes no other row's tokens)."""
+
+    def __init__(self, tokenizer, prompt_width: int, strings: Sequence[str]):
+        self.tokenizer, self.width, self.strings = tokenizer, prompt_width, tuple(strings)
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.strings) for t in texts], device=input_ids.device)
+
+
+def _stopping(tokenizer, prompt_width: int, strings: Sequence[str] | None):
+    from transformers import StoppingCriteriaList
+
+    return StoppingCriteriaList([_StopAtStrings(tokenizer, prompt_width, strings)]) if strings else None
+
+
 def _generation_config(model, *, max_new_tokens, do_sample, temperature, pad_id, eos_id):
     """Start from the model's generation config (as the reference's model.generate does)
     but pin what decides the decoding, so a checkpoint's saved defaults (Llama-2 ships
@@ -135,6 +153,7 @@ def generate(
     desc: str | None = None,
     progress: bool = True,
     shared_prefix: bool = False,
+    stop_strings: Sequence[str] | None = None,
 ) -> list[str]:
     """Continue each prompt; return only the new text, one string per prompt, in order.
 
@@ -160,6 +179,9 @@ def generate(
       batched by the length of what follows, so no batch is padded (_generate_after_prefix).
       The same tokens go in; outputs can differ from the padded path only where floating-point
       ties do (none seen on the embedded default: docs/results/speed.md).
+    - stop_strings (greedy only; KnowMem's answer markers): a row stops once its new text holds one
+      of them, a batch once all its rows have; the text up to the marker is what full-length
+      generation gives, so a caller that cuts there (truncate_knowmem_answer) sees the same answer.
     """
     prompts = list(prompts)
     if not prompts:
@@ -178,9 +200,12 @@ def generate(
         pad_id=pad_id, eos_id=tokenizer.eos_token_id,
     )
     rng_devices = [device.index or 0] if device.type == "cuda" else []
+    if do_sample:
+        stop_strings = None  # a sampled row's later tokens depend on the batch's RNG draws: keep them all
     if shared_prefix and not do_sample:
         return _generate_after_prefix(model, tokenizer, prompts, gc, batch_size=batch_size,
-                                      max_prompt_tokens=max_prompt_tokens, desc=desc, progress=progress)
+                                      max_prompt_tokens=max_prompt_tokens, desc=desc, progress=progress,
+                                      stop_strings=stop_strings)
 
     outputs: list[str] = []
     with contextlib.ExitStack() as stack:
@@ -198,6 +223,7 @@ def generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
                 generation_config=gc,
+                stopping_criteria=_stopping(tokenizer, width, stop_strings),
             )
             new = out[:, width:].cpu()
             # MUSE decodes with clean_up_tokenization_spaces=True; transformers 5 ignores
@@ -220,7 +246,8 @@ def common_prefix_length(ids: Sequence[Sequence[int]]) -> int:
 
 
 def _generate_after_prefix(model, tokenizer, prompts: list[str], gc, *, batch_size: int,
-                           max_prompt_tokens: int | None, desc: str | None, progress: bool) -> list[str]:
+                           max_prompt_tokens: int | None, desc: str | None, progress: bool,
+                           stop_strings: Sequence[str] | None = None) -> list[str]:
     """generate() with the shared prefix's key-value cache computed once: the prompts are tokenized
     as generate() tokenizes them, the common leading tokens run through the model once, and the
     prompts are grouped by length (then cut into batches of ``batch_size``), each batch starting
@@ -245,7 +272,8 @@ def _generate_after_prefix(model, tokenizer, prompts: list[str], gc, *, batch_si
                 cache.batch_repeat_interleave(len(batch))
             input_ids = torch.tensor([ids[i] for i in batch], device=device)
             out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                 cache=cache, generation_config=gc)
+                                 cache=cache, generation_config=gc,
+                                 stopping_criteria=_stopping(tokenizer, input_ids.shape[1], stop_strings))
             new = out[:, input_ids.shape[1]:].cpu()
             for i, text in zip(batch, tokenizer.batch_decode(new, skip_special_tokens=True)):
                 outputs[i] = text

@@ -20,6 +20,7 @@ from quail_repro.errors import ConfigError, DataError, int_option
 from quail_repro.eval.generate import _eval_mode, generate, sequence_token_logprobs
 from quail_repro.eval.utility import check_utility
 from quail_repro.eval.metrics import (
+    KNOWMEM_STOP_STRINGS,
     min_k_percent_score,
     privleak,
     privleak_auc,
@@ -75,6 +76,7 @@ class KnowMemSettings:
     trailing_space: bool
     max_items: int | None
     prefix_cache: bool
+    stop_at_answer_end: bool
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,8 @@ class MuseEval:
                    knowmem=KnowMemSettings(count("knowmem", "max_new_tokens", 1), count("knowmem", "n_icl", 0),
                                            bool(get("knowmem", "trailing_space")),
                                            count("knowmem", "max_items", 1, allow_none=True),
-                                           bool(get("knowmem", "prefix_cache"))),
+                                           bool(get("knowmem", "prefix_cache")),
+                                           bool(get("knowmem", "stop_at_answer_end"))),
                    privleak=PrivLeakSettings(k, count("privleak", "max_length", 2, allow_none=True),
                                              count("privleak", "max_items", 1, allow_none=True)))
 
@@ -218,6 +221,7 @@ def _knowmem(model, tokenizer, corpus, cfg: MuseEval, split: str) -> tuple[float
         desc=f"knowmem_{split[0]}", progress=cfg.progress,
         do_sample=False,  # MUSE and the reference both answer greedily
         shared_prefix=cfg.knowmem.prefix_cache,
+        stop_strings=KNOWMEM_STOP_STRINGS if cfg.knowmem.stop_at_answer_end else None,
     )
     rows = []
     for d, raw in zip(qa, outputs):
