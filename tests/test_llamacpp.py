@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 from quail_repro.build import from_config
 from quail_repro.errors import ConfigError
 from quail_repro.pipeline import run
-from quail_repro.quant.llama_cpp import CODE_RANGE, _permute, block_grid, export_gguf, read_gguf
+from quail_repro.quant.gguf import CODE_RANGE, block_grid
+from quail_repro.quant.llama_cpp import _permute, export_gguf, read_gguf
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 HAVE_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None

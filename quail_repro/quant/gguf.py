@@ -13,7 +13,8 @@ for the ``_1`` formats, an fp16 minimum m, then one code q per weight:
 For the bucket analysis (``bucket_codes``) the code of a weight is (value - m)/d, read back
 from the package's own dequantized value and the block header (d, m) of its bytes, so the
 codes are exactly the ones llama.cpp stores (offset by 8 or 16 for _0: comparable between two
-models all the same); Delta is |d|.
+models all the same); Delta is |d|. ``block_grid`` reads the same from the headers of the
+k-quants too (their sub-block scales), for llama.cpp's own files (quant/llama_cpp.py).
 """
 from __future__ import annotations
 
@@ -37,6 +38,56 @@ def _gguf():
     except ImportError as err:  # a dependency (requirements.txt); missing only in a partial install
         raise QuantizerUnavailable("the gguf quantizers need the gguf package: pip install gguf") from err
     return gguf
+
+
+#: per block type, the range of the codes bucket_codes reports: value = step * code + offset. The
+#: _0 formats and Q6_K are centred (llama.cpp stores q - 8, q - 16, q - 32 shifted up), so their
+#: code 0 is the value 0; the _1 formats and the k-quants 4 and 5 have a minimum (the offset)
+CODE_RANGE = {"Q8_0": (-128, 127), "Q4_0": (-8, 7), "Q5_0": (-16, 15), "Q4_1": (0, 15), "Q5_1": (0, 31),
+              "Q4_K": (0, 15), "Q5_K": (0, 31), "Q6_K": (-32, 31)}
+
+
+def _f16(raw: np.ndarray, start: int) -> np.ndarray:
+    return raw[:, start:start + 2].copy().view(np.float16).astype(np.float32)  # (blocks, 1)
+
+
+def block_grid(kind: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The grid each stored weight lies on, read from the blocks' headers: (step, offset) per
+    weight, shaped (sub-blocks, weights per sub-block), so that value = step * code + offset with an
+    integer code in CODE_RANGE[kind] (Q6_K's scales are signed, so its step can be negative).
+    ``raw``: the tensor's bytes (rows x bytes per row)."""
+    if kind not in CODE_RANGE:
+        raise ConfigError(f"no block grid for GGUF type {kind}")
+    gguf = _gguf()
+    size, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]]
+    blocks = np.ascontiguousarray(raw).view(np.uint8).reshape(-1, type_size)
+    if kind in ("Q4_K", "Q5_K"):  # eight sub-blocks of 32, a 6-bit scale and minimum each
+        sc, m = gguf.quants.Q4_K.get_scale_min(blocks[:, 4:16])
+        step, offset = _f16(blocks, 0) * sc, -_f16(blocks, 2) * m
+    elif kind == "Q6_K":  # sixteen sub-blocks of 16 with int8 scales, after ql, qh (192 bytes)
+        step = _f16(blocks, 208) * blocks[:, 192:208].view(np.int8).astype(np.float32)
+        offset = np.zeros_like(step)
+    else:  # one block of 32: an fp16 scale d, then for the _1 formats an fp16 minimum m
+        step = _f16(blocks, 0)
+        offset = _f16(blocks, 2) if FORMATS.get(kind) else np.zeros_like(step)
+    per_sub = size // step.shape[1]
+    return np.repeat(step.reshape(-1, 1), per_sub, axis=1), np.repeat(offset.reshape(-1, 1), per_sub, axis=1)
+
+
+def codes_on_grid(kind: str, raw: np.ndarray, values: np.ndarray, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(codes, dequantized values, step Delta = |step|, the code nearest 0), each per weight in
+    ``like``'s shape and on its device: what analysis.quantizer_codes compares between two models.
+    An all-zero block (step 0) has every code 0."""
+    step, offset = block_grid(kind, raw)
+    v = values.reshape(step.shape)
+    safe = np.where(step == 0, 1, step)
+    codes = np.where(step == 0, 0, np.rint((v - offset) / safe))
+    zero = np.where(step == 0, 0, np.rint(-offset / safe))
+
+    def per_weight(a, dtype=torch.float32):
+        return torch.from_numpy(np.ascontiguousarray(a).reshape(like.shape)).to(like.device, dtype)
+
+    return per_weight(codes, torch.int16), per_weight(v), per_weight(np.abs(step)), per_weight(zero, torch.int16)
 
 
 class GGUF(WeightQuantizer):
@@ -75,19 +126,7 @@ class GGUF(WeightQuantizer):
         """(codes, dequantized values, step Delta, the code nearest 0), each per weight in
         weight's shape: what analysis.quantizer_codes compares between two models."""
         packed, values = self.round_trip(weight)
-        header = np.ascontiguousarray(packed.reshape(-1, self.type_size)[:, :4])
-        d = header[:, :2].copy().view(np.float16).astype(np.float32)  # one per block, column vector
-        m = header[:, 2:4].copy().view(np.float16).astype(np.float32) if FORMATS[self.qtype] else np.zeros_like(d)
-        v = values.reshape(-1, self.block_size)
-        safe = np.where(d == 0, 1, d)  # an all-zero block: d = 0, every code 0
-        codes = np.where(d == 0, 0, np.rint((v - m) / safe))
-        zero = np.where(d == 0, 0, np.rint(-m / safe))  # 0 for the _0 formats; the code nearest 0 for _1
-        shape = weight.shape
-
-        def per_weight(a, dtype=torch.float32):  # on the weight's device, as the other quantizers' codes
-            return torch.from_numpy(np.broadcast_to(a, v.shape).reshape(shape).copy()).to(weight.device, dtype)
-
-        return (per_weight(codes, torch.int16), per_weight(v), per_weight(np.abs(d)), per_weight(zero, torch.int16))
+        return codes_on_grid(self.qtype, packed, values, weight)
 
     def quantize_model(self, model: nn.Module) -> list[str]:
         """Fake-quantize ``model`` in place; returns the names of the quantized modules."""

@@ -36,6 +36,7 @@ from torch import nn
 from quail_repro.errors import ConfigError, QuantizerUnavailable
 
 from .base import Quantizer, check_name, load_full_precision
+from .gguf import codes_on_grid
 
 log = logging.getLogger(__name__)
 EXTRA = "pip install 'quail_repro[llamacpp]' (or scripts/setup_llamacpp.sh)"
@@ -219,39 +220,6 @@ def read_gguf(path: str | Path, model: nn.Module) -> dict[str, tuple[str, np.nda
     return out
 
 
-#: per block type: (the range of its codes q, its value as a function of q: step * q + offset)
-CODE_RANGE = {"Q8_0": (-128, 127), "Q4_0": (0, 15), "Q4_1": (0, 15), "Q5_0": (0, 31), "Q5_1": (0, 31),
-              "Q4_K": (0, 15), "Q5_K": (0, 31), "Q6_K": (0, 63)}
-
-
-def _f16(raw: np.ndarray, start: int) -> np.ndarray:
-    return raw[:, start:start + 2].copy().view(np.float16).astype(np.float32)  # (blocks, 1)
-
-
-def block_grid(kind: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The grid each stored weight lies on, read from the blocks' headers: (step, offset) per
-    weight, shaped (sub-blocks, weights per sub-block), so that value = step * q + offset with an
-    integer code q in CODE_RANGE[kind] (Q6_K's scales are signed, so its step can be negative).
-    ``raw``: the tensor's bytes (rows x bytes per row)."""
-    if kind not in CODE_RANGE:
-        raise ConfigError(f"no block grid for GGUF type {kind}")
-    gguf = _gguf()
-    size, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]]
-    blocks = np.ascontiguousarray(raw).view(np.uint8).reshape(-1, type_size)
-    if kind in ("Q4_K", "Q5_K"):  # eight sub-blocks of 32, 6-bit scale and minimum each
-        sc, m = gguf.quants.Q4_K.get_scale_min(blocks[:, 4:16])
-        step, offset = _f16(blocks, 0) * sc, -_f16(blocks, 2) * m
-    elif kind == "Q6_K":  # sixteen sub-blocks of 16, int8 scales, codes centred on 32
-        step = _f16(blocks, 208) * blocks[:, 192:208].view(np.int8).astype(np.float32)
-        offset = -32 * step
-    else:  # one block of 32: d, then (for _1) a minimum m; the _0 formats centre their codes
-        d = _f16(blocks, 0)
-        centre = {"Q8_0": 0, "Q4_0": 8, "Q5_0": 16}.get(kind)
-        step, offset = d, (-centre * d if centre is not None else _f16(blocks, 2))
-    per_sub = size // step.shape[1]
-    return (np.repeat(step.reshape(-1, 1), per_sub, axis=1), np.repeat(offset.reshape(-1, 1), per_sub, axis=1))
-
-
 #: the type a file type stores most weights in, and llama.cpp's fallback where a row is not a
 #: whole number of 256-weight super-blocks (llama-quant.cpp)
 BASE_TYPE = {"Q4_K_M": "Q4_K", "Q4_K_S": "Q4_K", "Q5_K_M": "Q5_K", "Q5_K_S": "Q5_K", "Q6_K": "Q6_K",
@@ -339,18 +307,9 @@ class LlamaCppQuantizer(Quantizer):
         analysis: the weight through ggml's quantizer at the file type's base type (row_type). The
         file itself stores a few tensors at more bits (Q4_K_M: attn_v and ffn_down of some layers
         in Q6_K); the analysis treats every Linear at the base type."""
-        w = weight.detach().float().cpu().numpy()
-        kind = row_type(self.ftype, w.shape[1])
-        raw, values = ggml_round_trip(w, kind)
-        step, offset = block_grid(kind, raw)
-        v = values.reshape(step.shape)
-        safe = np.where(step == 0, 1, step)  # an all-zero block: every code 0
-        codes, zero = np.where(step == 0, 0, np.rint((v - offset) / safe)), np.where(step == 0, 0, np.rint(-offset / safe))
-
-        def per_weight(a, dtype=torch.float32):
-            return torch.from_numpy(np.ascontiguousarray(a).reshape(weight.shape)).to(weight.device, dtype)
-
-        return per_weight(codes, torch.int16), per_weight(v), per_weight(np.abs(step)), per_weight(zero, torch.int16)
+        kind = row_type(self.ftype, weight.shape[1])
+        raw, values = ggml_round_trip(weight.detach().float().cpu().numpy(), kind)
+        return codes_on_grid(kind, raw, values, weight)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "method": "llama.cpp", "ftype": self.ftype, "llama_cpp_python": llama_cpp_version(),
