@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import tempfile
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from transformers import AutoTokenizer
 
 from quail_repro import CONF_DIR, numerics, stages
 from quail_repro.eval.generate import _token_ids
@@ -29,7 +29,7 @@ from quail_repro.eval.metrics import rouge_l_f1, truncate_knowmem_answer
 from quail_repro.eval.muse_eval import evaluate_muse, knowmem_prompt
 from quail_repro.machine import cpu_name
 from quail_repro.quant.base import load_full_precision
-from quail_repro.quant.llama_cpp import export_gguf, import_llama_cpp, llama_cpp_version, quantize_gguf
+from quail_repro.quant.llama_cpp import import_llama_cpp, llama_cpp_version
 
 
 #: the share of positions whose top-1 token must agree
@@ -66,17 +66,17 @@ def main() -> None:
     numerics.apply(cfg.numerics, cfg.device)
     run = stages.prepare(stages.Run.of(cfg, numerics.open_cache(cfg)))
     quantizer = stages._quantizer(run, quant)
-    model, tok = stages.load(run.models.target, cfg, run.models.dtype, quantizer)
+    target = run.models.target
+    tok = AutoTokenizer.from_pretrained(target.tokenizer)
     settings = OmegaConf.merge(cfg.eval, {"progress": False})
-    harness_metrics, rows = evaluate_muse(model, tok, run.data.corpus, settings, auc_retrain=None)
-
     llama_cpp = import_llama_cpp()
     corpus, e = run.data.corpus, settings
     with tempfile.TemporaryDirectory(prefix="quail_gguf_") as tmp:
-        source, dest = Path(tmp) / "model-f32.gguf", Path(tmp) / f"model-{args.ftype}.gguf"
-        export_gguf(load_full_precision(run.models.target.path, dtype=torch.float32, device="cpu"),
-                    run.models.target.path, source)
-        quantize_gguf(source, dest, args.ftype, threads=torch.get_num_threads())
+        # one file, evaluated by both: the harness on its tensors read back, llama.cpp on the file
+        model = load_full_precision(target.path, dtype=torch.float32, device="cpu")
+        dest = quantizer.quantize_file(target.path, model, tmp)
+        model = quantizer.load_file(dest, model, dtype=run.models.dtype, device=cfg.device)
+        harness_metrics, rows = evaluate_muse(model, tok, corpus, settings, auc_retrain=None)
         llm = llama_cpp.Llama(model_path=str(dest), n_ctx=2048, n_batch=512, n_threads=torch.get_num_threads(),
                               logits_all=True, verbose=False, seed=0)
         print(f"machine: {cpu_name()}, torch {torch.__version__}, llama-cpp-python {llama_cpp_version()}, "

@@ -22,6 +22,7 @@ ConfigError, recorded as that precision's failure.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import tempfile
 from collections import Counter
@@ -35,11 +36,11 @@ from torch import nn
 
 from quail_repro.errors import ConfigError, QuantizerUnavailable
 
-from .base import Quantizer, check_name, load_full_precision
-from .gguf import codes_on_grid
+from .base import Quantizer, check_int, check_name, load_full_precision
+from .gguf import _gguf, _gguf_version, codes_on_grid
 
 log = logging.getLogger(__name__)
-EXTRA = "pip install 'quail_repro[llamacpp]' (or scripts/setup_llamacpp.sh)"
+EXTRA = "bash scripts/setup_llamacpp.sh (pip install 'quail_repro[llamacpp]' builds it for this CPU only)"
 #: the file types offered, by llama.cpp's names (LLAMA_FTYPE_MOSTLY_<name>)
 FTYPES = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q5_K_S", "Q6_K", "Q8_0", "Q4_0", "Q5_0")
 
@@ -69,12 +70,6 @@ def llama_cpp_version() -> str:
         return version("llama_cpp_python")
     except PackageNotFoundError:
         return "not installed"
-
-
-def _gguf():
-    import gguf
-
-    return gguf
 
 
 # -- export -------------------------------------------------------------------------------------
@@ -230,22 +225,30 @@ FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 def row_type(ftype: str, row_length: int) -> str:
     """The type llama.cpp gives a weight of this row length at ``ftype``'s base type."""
     gguf = _gguf()
-    kind = BASE_TYPE[ftype]
-    if row_length % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]][0]:
-        kind = FALLBACK.get(kind, kind)
-    if row_length % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]][0]:
+
+    def fits(kind: str) -> bool:
+        return row_length % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]][0] == 0
+
+    kind = BASE_TYPE[ftype] if fits(BASE_TYPE[ftype]) else FALLBACK.get(BASE_TYPE[ftype], BASE_TYPE[ftype])
+    if not fits(kind):
         raise ConfigError(f"{ftype}: rows of {row_length} weights fit no block of {kind}")
     return kind
+
+
+@functools.cache
+def _ggml_base() -> ctypes.CDLL:
+    """llama-cpp-python's libggml-base, with ggml_quantize_chunk's signature declared."""
+    lib = ctypes.CDLL(str(Path(import_llama_cpp().__file__).parent / "lib" / "libggml-base.so"))
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    return lib
 
 
 def ggml_round_trip(weight: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
     """One 2-D float32 weight through ggml's own quantizer (ggml_quantize_chunk, the function
     llama_model_quantize calls for each tensor): (its bytes, rows x bytes; its values)."""
-    gguf, llama_cpp = _gguf(), import_llama_cpp()
-    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
-    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    gguf, lib = _gguf(), _ggml_base()
     qtype = gguf.GGMLQuantizationType[kind]
     block, type_size = gguf.GGML_QUANT_SIZES[qtype]
     src = np.ascontiguousarray(weight, dtype=np.float32)
@@ -273,25 +276,25 @@ class LlamaCppQuantizer(Quantizer):
         self.name = check_name("LlamaCppQuantizer", name)
         if ftype not in FTYPES:
             raise ConfigError(f"LlamaCppQuantizer option 'ftype'={ftype!r}: choose one of {list(FTYPES)}")
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        if check_int("LlamaCppQuantizer", "threads", threads) < 1:
             raise ConfigError(f"LlamaCppQuantizer option 'threads' must be an integer >= 1, got {threads!r}")
         self.ftype, self.threads = ftype, threads
         #: per parameter, the type llama.cpp stored it in (set by the last load)
         self.tensor_types: dict[str, str] = {}
 
-    def quantized_tensors(self, path: str, model: nn.Module) -> dict[str, tuple[str, np.ndarray]]:
-        """Export ``model`` (saved at ``path``, tokenizer beside it), quantize, read back."""
+    def quantize_file(self, path: str, model: nn.Module, folder: str | Path) -> Path:
+        """``model`` (saved at ``path``, tokenizer beside it) exported to GGUF and quantized by
+        llama.cpp into ``folder``: the path of the quantized file."""
         _check_llama(model)
         import_llama_cpp()  # before the export: a missing extra fails in a second
-        with tempfile.TemporaryDirectory(prefix="quail_gguf_") as tmp:
-            source, dest = Path(tmp) / "model-f32.gguf", Path(tmp) / f"model-{self.ftype}.gguf"
-            export_gguf(model, path, source)
-            quantize_gguf(source, dest, self.ftype, self.threads)
-            return read_gguf(dest, model)
+        source, dest = Path(folder) / "model-f32.gguf", Path(folder) / f"model-{self.ftype}.gguf"
+        export_gguf(model, path, source)
+        quantize_gguf(source, dest, self.ftype, self.threads)
+        return dest
 
-    def load(self, path: str, *, dtype: torch.dtype, device: str) -> nn.Module:
-        model = load_full_precision(path, dtype=torch.float32, device="cpu")
-        tensors = self.quantized_tensors(path, model)
+    def load_file(self, gguf_path: str | Path, model: nn.Module, *, dtype: torch.dtype, device: str) -> nn.Module:
+        """``model`` with every tensor of the quantized file ``gguf_path`` read back into it."""
+        tensors = read_gguf(gguf_path, model)
         state = model.state_dict()
         with torch.no_grad():
             for name, (_, values) in tensors.items():
@@ -301,6 +304,11 @@ class LlamaCppQuantizer(Quantizer):
         log.info("%s: llama.cpp stored %s", self.name, ", ".join(f"{n} tensors in {k}" for k, n in sorted(counts.items())))
         model.to(device=device, dtype=dtype)
         return model.eval()
+
+    def load(self, path: str, *, dtype: torch.dtype, device: str) -> nn.Module:
+        model = load_full_precision(path, dtype=torch.float32, device="cpu")
+        with tempfile.TemporaryDirectory(prefix="quail_gguf_") as tmp:
+            return self.load_file(self.quantize_file(path, model, tmp), model, dtype=dtype, device=device)
 
     def bucket_codes(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(codes, dequantized values, step Delta, the code nearest 0) per weight, for the bucket
@@ -313,5 +321,5 @@ class LlamaCppQuantizer(Quantizer):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "method": "llama.cpp", "ftype": self.ftype, "llama_cpp_python": llama_cpp_version(),
-                "gguf": version("gguf"), "modules": "every tensor, as llama.cpp stores it (embeddings and head included)",
+                "gguf": _gguf_version(), "modules": "every tensor, as llama.cpp stores it (embeddings and head included)",
                 "analysis": f"every Linear at {BASE_TYPE[self.ftype]} (llama.cpp's fallback where rows do not fit)"}
