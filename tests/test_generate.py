@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 import quail_repro.eval.muse_eval as muse_eval
-from quail_repro.eval.generate import _keep_last, generate, sequence_token_logprobs
+from quail_repro.eval.generate import _keep_last, generate, length_batches, sequence_token_logprobs
 from quail_repro.eval.metrics import min_k_percent_score, privleak, privleak_auc
 
 FORGET_TEXTS = [
@@ -204,12 +204,17 @@ def test_seeded_sampling_reproducible_and_rng_untouched(model, tokenizer):
 
 def test_logprobs_batching_and_manual(model, tokenizer):
     texts = FORGET_TEXTS + HOLDOUT_TEXTS[:2] + ["Short."]
-    one = sequence_token_logprobs(model, tokenizer, texts, batch_size=1, max_length=None, progress=False)
-    four = sequence_token_logprobs(model, tokenizer, texts, batch_size=4, max_length=None, progress=False)
-    for a, b, t in zip(one, four, texts):
-        assert a.shape == b.shape == (len(tokenizer(t)["input_ids"]) - 1,)
+    one = sequence_token_logprobs(model, tokenizer, texts, batch_size=1, max_length=None, by_length=False,
+                                  progress=False)
+    four = sequence_token_logprobs(model, tokenizer, texts, batch_size=4, max_length=None, by_length=False,
+                                   progress=False)
+    bucketed = sequence_token_logprobs(model, tokenizer, texts, batch_size=4, max_length=None, by_length=True,
+                                       progress=False)
+    for a, b, c, t in zip(one, four, bucketed, texts):
+        assert a.shape == b.shape == c.shape == (len(tokenizer(t)["input_ids"]) - 1,)  # input order kept
         assert a.dtype == torch.float32
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        torch.testing.assert_close(a, c, atol=1e-5, rtol=0)
     # By hand for one text: log softmax of the logits at t-1, read at token t.
     ids = torch.tensor([tokenizer(texts[1])["input_ids"]])
     with torch.no_grad():
@@ -219,9 +224,23 @@ def test_logprobs_batching_and_manual(model, tokenizer):
     assert (four[1] < 0).all()
 
 
+def test_length_batches_sort_only_when_there_is_more_than_one_batch():
+    lengths = [9, 2, 7, 2, 5, 1]
+    assert length_batches(lengths, 6) == [[0, 1, 2, 3, 4, 5]]  # one batch: input order, nothing to gain
+    batches = length_batches(lengths, 2)
+    assert batches == [[5, 1], [3, 4], [2, 0]]  # by length, ties in input order
+    # padding: sum over batches of (batch width x rows) - tokens; sorted pads 1 + 3 + 2, input order 7 + 5 + 4
+    waste = lambda bs: sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs)
+    assert waste(batches) == 6 < waste([[0, 1], [2, 3], [4, 5]]) == 16
+    with pytest.raises(ValueError, match="batch_size"):
+        length_batches(lengths, 0)
+
+
 def test_logprobs_max_length_keeps_the_start(model, tokenizer):
-    full = sequence_token_logprobs(model, tokenizer, FORGET_TEXTS[:2], batch_size=2, max_length=None, progress=False)
-    cut = sequence_token_logprobs(model, tokenizer, FORGET_TEXTS[:2], batch_size=2, max_length=6, progress=False)
+    full = sequence_token_logprobs(model, tokenizer, FORGET_TEXTS[:2], batch_size=2, max_length=None,
+                                   by_length=True, progress=False)
+    cut = sequence_token_logprobs(model, tokenizer, FORGET_TEXTS[:2], batch_size=2, max_length=6,
+                                  by_length=True, progress=False)
     for f, c in zip(full, cut):
         assert c.shape == (5,)
         torch.testing.assert_close(c, f[:5], atol=1e-5, rtol=0)  # causal: prefix unchanged
@@ -298,7 +317,7 @@ def _cfg(**over):
         "verbmem": {"max_new_tokens": 12, "gt_max_tokens": 128, "max_items": None},
         "knowmem": {"max_new_tokens": 8, "n_icl": 2, "max_items": None, "trailing_space": True,
                     "prefix_cache": False, "stop_at_answer_end": False},
-        "privleak": {"k": 0.4, "max_length": 512, "max_items": None},
+        "privleak": {"k": 0.4, "max_length": 512, "max_items": None, "by_length": True},
         "batch_size": 2,
         "decoding": {"do_sample": False, "temperature": 1.0, "seed": 0},
         "max_prompt_tokens": None,
@@ -377,7 +396,7 @@ def test_evaluate_muse_on_memorized_forget_set(memorizing_model, tokenizer):
     assert muse_eval.privleak_auc_of(memorizing_model, tokenizer, _corpus(), _cfg()) == pytest.approx(0.0)
     # Scores are Min-K% of the token log-probs.
     lp = sequence_token_logprobs(memorizing_model, tokenizer, HOLDOUT_TEXTS[:1], batch_size=1,
-                                 max_length=512, progress=False)[0]
+                                 max_length=512, by_length=True, progress=False)[0]
     assert gens["privleak"]["holdout"][0] == pytest.approx(min_k_percent_score(lp, 0.4))
 
 

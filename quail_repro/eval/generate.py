@@ -77,7 +77,11 @@ def _encode(tokenizer, texts: list[str], pad_id: int, *, max_tokens: int | None,
     the left, so every row ends where generation starts. keep_end=False (scored texts):
     keep the FIRST tokens and pad on the right.
     """
-    ids = _token_ids(tokenizer, texts, max_tokens=max_tokens, keep_end=keep_end)
+    return _pad(_token_ids(tokenizer, texts, max_tokens=max_tokens, keep_end=keep_end), pad_id, keep_end=keep_end)
+
+
+def _pad(ids: list[list[int]], pad_id: int, *, keep_end: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Token id lists padded to one width (left with keep_end, else right), with their mask and lengths."""
     lens = [len(x) for x in ids]
     width = max(lens)
 
@@ -90,6 +94,16 @@ def _encode(tokenizer, texts: list[str], pad_id: int, *, max_tokens: int | None,
     input_ids = torch.tensor([pad(x, pad_id) for x in ids], dtype=torch.long)
     attention_mask = torch.tensor([pad([1] * len(x), 0) for x in ids], dtype=torch.long)
     return input_ids, attention_mask, lens
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices cut into batches of ``batch_size`` after sorting by length (ties in input order), so
+    each batch holds texts of similar length and pads little; one batch (input order) when all fit."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i]) if len(lengths) > batch_size else range(len(lengths))
+    order = list(order)
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 class _StopAtStrings:
@@ -287,6 +301,7 @@ def sequence_token_logprobs(
     *,
     batch_size: int,
     max_length: int | None,
+    by_length: bool,
     desc: str | None = None,
     progress: bool = True,
 ) -> list[torch.Tensor]:
@@ -296,29 +311,32 @@ def sequence_token_logprobs(
     does: for Llama the BOS is token 0, so every real token is scored. Texts longer than
     max_length tokens keep their FIRST max_length tokens (None: no truncation, which is
     what the reference does). Batches are right-padded with an attention mask; padded
-    positions are never read. Log-softmax is computed in float32 whatever the model's
-    dtype. Returns float32 CPU tensors of length n-1 (empty for a one-token text).
+    positions are never read. ``by_length``: texts are batched in order of length
+    (length_batches), so a batch pads to its own longest text, not to the corpus's; False:
+    in input order. Results come back in input order either way. Log-softmax is computed in
+    float32 whatever the model's dtype. Returns float32 CPU tensors of length n-1 (empty for a
+    one-token text).
     """
     texts = list(texts)
     if max_length is not None and max_length < 2:
         raise ValueError(f"max_length must be >= 2 or None, got {max_length}")
     pad_id = _pad_id(tokenizer)
     device = _model_device(model)
-    result: list[torch.Tensor] = []
+    ids = _token_ids(tokenizer, texts, max_tokens=max_length, keep_end=False)
+    batches = length_batches([len(x) for x in ids], batch_size) if by_length else \
+        [list(r) for r in _batches(len(texts), batch_size)]
+    result: list[torch.Tensor | None] = [None] * len(texts)
     with _eval_mode(model), torch.inference_mode():
-        for idx in tqdm(_batches(len(texts), batch_size), desc=desc or "logprobs",
-                        disable=not progress, leave=False):
-            input_ids, attention_mask, lens = _encode(tokenizer, [texts[i] for i in idx], pad_id,
-                                                      max_tokens=max_length, keep_end=False)
+        for idx in tqdm(batches, desc=desc or "logprobs", disable=not progress, leave=False):
+            input_ids, attention_mask, lens = _pad([ids[i] for i in idx], pad_id, keep_end=False)
             input_ids = input_ids.to(device)
             logits = model(input_ids=input_ids, attention_mask=attention_mask.to(device)).logits
-            for row, n in enumerate(lens):
+            for row, (i, n) in enumerate(zip(idx, lens)):
                 if n < 2:
-                    result.append(torch.empty(0, dtype=torch.float32))
+                    result[i] = torch.empty(0, dtype=torch.float32)
                     continue
                 # Position t predicts token t+1; one row at a time keeps the fp32 copy small.
                 lg = logits[row, : n - 1].float()
                 target = input_ids[row, 1:n]
-                lp = torch.log_softmax(lg, dim=-1).gather(-1, target[:, None])[:, 0]
-                result.append(lp.cpu())
+                result[i] = torch.log_softmax(lg, dim=-1).gather(-1, target[:, None])[:, 0].cpu()
     return result

@@ -84,6 +84,7 @@ class PrivLeakSettings:
     k: float
     max_length: int | None
     max_items: int | None
+    by_length: bool
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,8 @@ class MuseEval:
                                            bool(get("knowmem", "prefix_cache")),
                                            bool(get("knowmem", "stop_at_answer_end"))),
                    privleak=PrivLeakSettings(k, count("privleak", "max_length", 2, allow_none=True),
-                                             count("privleak", "max_items", 1, allow_none=True)))
+                                             count("privleak", "max_items", 1, allow_none=True),
+                                             bool(get("privleak", "by_length"))))
 
 
 def _head(items: Sequence, max_items: int | None) -> list:
@@ -252,7 +254,7 @@ def _privleak_scores(model, tokenizer, corpus, cfg: MuseEval) -> dict[str, list[
             raise DataError(f"corpus.privleak[{split!r}] items must be strings (item {bad[0]} is not)")
         lps = sequence_token_logprobs(
             model, tokenizer, texts, max_length=max_length,
-            batch_size=cfg.batch_size,
+            batch_size=cfg.batch_size, by_length=cfg.privleak.by_length,
             desc=f"privleak {split}", progress=cfg.progress,
         )
         split_scores = []
