@@ -295,6 +295,23 @@ def test_published_numbers_are_data_files_named_as_the_experiments_name_them():
         assert set(OmegaConf.select(OmegaConf.load(path), "report.published", default=[])) <= set(published), path.name
 
 
+def failing_precision_sweep(keys: dict[str, str]) -> dict:
+    """Every job's awq_int4 fails alike (a CPU); ga_gdr seed 1's rtn_int4 fails its own way."""
+    out = results_json(keys["method"], {"none": 20.0, "rtn_int4": 30.0})
+    out["metrics"]["awq_int4"] = {"status": "failed", "error": "QuantizerUnavailable: AWQ needs a GPU"}
+    if keys == {"method": "ga_gdr", "seed": "1"}:
+        out["metrics"]["rtn_int4"] = {"status": "failed", "error": "QuantizerUnavailable: out of memory"}
+    return out
+
+
+def test_a_precision_that_fails_in_every_job_is_one_note(tmp_path):
+    sweep = fake_sweep(tmp_path / "sweep", {"method": "target,ga_gdr", "seed": "0,1"}, failing_precision_sweep)
+    notes = build(sweep, figures=False).table.notes
+    failed = [n for n in notes if " failed in " in n]
+    assert failed == ["awq_int4 failed in every job (4): QuantizerUnavailable: AWQ needs a GPU",
+                      "rtn_int4 failed in ga_gdr seed=1: QuantizerUnavailable: out of memory"]
+
+
 # -- seeds: rows are the other swept keys, cells are mean ± sd over seeds ------------------
 
 M2_BY_SEED = {("target", "0"): 60.0, ("target", "1"): 62.0, ("target", "2"): 67.0,

@@ -33,7 +33,8 @@ def classification_table(name: str, report: dict, sweep: Sweep) -> Table:
     for row in sweep.rows:
         cells = [row.cell(partial(muse_value, precision=q, key=m.key)) for q in labels for m in metrics]
         t.rows.append(label_cells(row, keys, show) + [row.status_text()] + cells)
-        t.notes += [note for job in row.jobs for note in precision_notes(job)] + job_notes(row, sweep.jobs)
+        t.notes += job_notes(row, sweep.jobs)
+    t.notes = precision_notes(sweep.jobs) + t.notes
     t.notes.insert(0, "; ".join(f"{m.paper} {m.what} ({m.better})" for m in metrics)
                    + ". Accuracy and F1 in %, F1 macro-averaged over the classes; MIA is the ROC AUC of −loss, forget "
                      "posts (members) against test posts (0.5: indistinguishable; compare with the retrain row's).")

@@ -41,10 +41,17 @@ def utility_columns(jobs: list[Job], precisions) -> list[tuple[str, str, str]]:
     return list(seen)
 
 
-def precision_notes(job: Job) -> list[str]:
-    if not job.shows_numbers:
-        return []
-    return [f"{job.label} at {q}: {m.error}" for q, m in job.results.metrics.items() if not m.ok]
+def precision_notes(jobs: list[Job]) -> list[str]:
+    """The precisions that failed, one note per (precision, error) with the jobs it failed in: a
+    quantizer that cannot run here (AWQ on a CPU) fails the same way in every job, said once."""
+    showing = [j for j in jobs if j.shows_numbers]
+    failed: dict[tuple[str, str], list[str]] = {}
+    for job in showing:
+        for q, m in job.results.metrics.items():
+            if not m.ok:
+                failed.setdefault((q, m.error), []).append(job.label)
+    return [f"{q} failed in {f'every job ({len(who)})' if len(who) == len(showing) > 1 else ', '.join(who)}: {error}"
+            for (q, error), who in failed.items()]
 
 
 def muse_table(name: str, report: dict, sweep: Sweep) -> Table:
@@ -64,7 +71,7 @@ def muse_table(name: str, report: dict, sweep: Sweep) -> Table:
         t.rows.append(head + [row.status_text()] + cells +
                       [row.cell(partial(utility_value, precision=q, task=task, metric=metric))
                        for q, task, metric in utility])
-        t.notes += [note for job in row.jobs for note in precision_notes(job)] + job_notes(row, sweep.jobs)
+        t.notes += job_notes(row, sweep.jobs)
         if not row.shown:
             continue
         config = row.shown[0].config
@@ -81,6 +88,7 @@ def muse_table(name: str, report: dict, sweep: Sweep) -> Table:
             blank, pad = [""] * len(head), [None] * len(utility)
             t.rows.append(blank + [f"{pub.source} published"] + published + pad)
             t.rows.append(blank + ["Δ ours − published"] + delta + pad)
+    t.notes = precision_notes(sweep.jobs) + t.notes
     legend = ", ".join(f"{m.paper} {m.what} ({m.better})" for m in MUSE_METRICS)
     t.notes.insert(0, f"{legend}; ROUGE-L ×100 (M1, M2, M4), PrivLeak % (M3; closer to 0 is better).")
     if utility:
