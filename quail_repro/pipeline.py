@@ -15,8 +15,8 @@ from quail_repro.build import from_config
 from quail_repro.eval.muse_eval import corpus_notes
 from quail_repro.loggers import log_run, run_summary
 from quail_repro.recovery import row_recovery
-from quail_repro.results import (CLASSIFICATION_RECOVERY_METRICS, RECOVERY_METRICS, Results, format_table,
-                                 write_generations, write_results)
+from quail_repro.results import (CLASSIFICATION_RECOVERY_METRICS, RECOVERY_METRICS, Results, claim_run_dir,
+                                 format_table, write_generations, write_results)
 from quail_repro.validate import check_config, resolve_device
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Results:
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    owner = claim_run_dir(run_dir)
     # our own tqdm bars show stage progress; transformers' per-load bars are noise here
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
@@ -54,7 +55,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Results:
             evals = stages.evaluate_all(r, unlearned.subject, list(cfg.quant), with_utility=True)
             stages.record(results, evals)
             done = {q: e for q, e in evals.items() if not isinstance(e, str)}  # a failed precision: its error
-            write_generations(run_dir, generations := {q: e.generations for q, e in done.items()})
+            write_generations(run_dir, generations := {q: e.generations for q, e in done.items()}, owner)
             if history:  # an unlearned model: what did quantization give back, and why?
                 # the target where the unlearned model has both ends (full precision: did unlearning remove anything?)
                 target = stages.evaluate_all(r, r.models.target, list(done) if "none" in done else [], False)
@@ -68,12 +69,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Results:
         results.status, results.error = "failed", f"{type(err).__name__}: {err}"
         results.provenance = r.cache.used if r is not None else {}
         results.wall_seconds = round(time.perf_counter() - started, 2)
-        write_results(run_dir, results)
+        write_results(run_dir, results, owner)
         logger.finish(run_summary(results))
         raise
     results.provenance = r.cache.used
     results.wall_seconds = round(time.perf_counter() - started, 2)
-    write_results(run_dir, results)
+    write_results(run_dir, results, owner)
     log_run(logger, results, history, generations, figures)
     logger.finish(run_summary(results))
     print(format_table(results))

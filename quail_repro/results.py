@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -219,18 +220,49 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_generations(run_dir: Path, generations: dict[str, dict]) -> None:
+#: a run's claim on its folder (claim_run_dir)
+OWNER_FILE = ".owner"
+
+
+def claim_run_dir(run_dir: Path) -> str:
+    """Mark ``run_dir`` as this run's and return the mark. A run started later in the same folder
+    (a sweep resumed while a worker of the stopped one still runs its job) takes the folder over;
+    the earlier run then writes beside the new run's files, not over them (write_results)."""
+    owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    (Path(run_dir) / OWNER_FILE).write_text(owner)
+    return owner
+
+
+def owns(run_dir: Path, owner: str | None) -> bool:
+    """Whether ``owner`` (claim_run_dir's mark; None: no claim was made) still holds ``run_dir``."""
+    if owner is None:
+        return True
+    try:
+        return (Path(run_dir) / OWNER_FILE).read_text() == owner
+    except FileNotFoundError:
+        return False
+
+
+def write_generations(run_dir: Path, generations: dict[str, dict], owner: str | None = None) -> None:
     """Every prompt, reference, output and per-item score behind each precision's metrics:
-    generations/PRECISION.json."""
+    generations/PRECISION.json (not written once another run has taken the folder over)."""
+    if not owns(run_dir, owner):
+        log.error("%s belongs to another run now; this run's generations are not written", run_dir)
+        return
     (run_dir / "generations").mkdir(exist_ok=True)
     for qname, gens in generations.items():
         write_json(run_dir / "generations" / f"{qname}.json", gens)
 
 
-def write_results(run_dir: Path, results: Results) -> Path:
-    """results.json, unless that would replace a finished run's results with a failure."""
+def write_results(run_dir: Path, results: Results, owner: str | None = None) -> Path:
+    """results.json, unless that would replace a finished run's results with a failure, or the
+    folder now belongs to another run (``owner``: this run's claim_run_dir mark): then beside it."""
     path = Path(run_dir) / "results.json"
-    if path.exists() and not results.finished:
+    if not owns(run_dir, owner):
+        path = path.with_name(f"results.superseded-{owner}.json")
+        log.error("%s belongs to another run now (started there after this one); this run's results "
+                  "go to %s, not over that run's", run_dir, path.name)
+    elif path.exists() and not results.finished:
         try:
             previous = read_results(path)
         except (ValueError, TypeError, json.JSONDecodeError):

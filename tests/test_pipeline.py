@@ -7,7 +7,8 @@ from hydra import compose, initialize_config_dir
 
 from quail_repro.errors import ConfigError, DataError
 from quail_repro.pipeline import run
-from quail_repro.results import SCHEMA_VERSION, PrecisionMetrics, Results, write_results
+from quail_repro.results import (SCHEMA_VERSION, PrecisionMetrics, Results, claim_run_dir, owns,
+                                 write_generations, write_results)
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 METRICS = {"verbmem_f", "knowmem_f", "knowmem_r", "privleak", "privleak_auc"}
@@ -215,6 +216,21 @@ def test_a_failing_run_never_overwrites_finished_results(tmp_path):
     path = write_results(tmp_path, Results("tiny_llama", "mini_news", "ga", 0, status="failed"))
     assert path.name == "results.failed.json"
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "ok"
+
+
+def test_a_run_whose_folder_was_taken_over_writes_beside_the_new_runs_results(tmp_path):
+    # a stopped sweep's orphaned worker finishing its job after a new sweep started in the same folder
+    ok = lambda method: Results("tiny_llama", "mini_news", method, 0, status="ok",
+                                metrics={"none": PrecisionMetrics(knowmem_f=1.0)})
+    first = claim_run_dir(tmp_path)
+    second = claim_run_dir(tmp_path)
+    assert first != second and owns(tmp_path, second) and not owns(tmp_path, first)
+    write_results(tmp_path, ok("quail"), second)
+    write_generations(tmp_path, {"none": {"knowmem_f": []}}, first)
+    path = write_results(tmp_path, ok("ga"), first)
+    assert path.name == f"results.superseded-{first}.json" and json.loads(path.read_text())["method"] == "ga"
+    assert json.loads((tmp_path / "results.json").read_text())["method"] == "quail"
+    assert not (tmp_path / "generations").exists()
 
 
 def test_base_stage_is_cached_and_target_and_retrain_start_from_it(tmp_path):
