@@ -549,3 +549,14 @@ def test_the_leverage_layout_fits_each_update_over_depth_and_width_and_extrapola
     assert meeting_depth(confined, flat, 4096) == pytest.approx(1 / (0.01 * 64))  # 0.01 x d x 64 = 1
     assert meeting_depth(flat, confined, 4096) is None
     assert fit_power_law([(4, 128, 1.0), (4, 256, 2.0)]) is None  # one depth: no depth exponent
+
+
+def test_a_shown_value_that_differs_between_seeds_lists_every_seeds_value():
+    from types import SimpleNamespace
+
+    from quail_repro.report.sweep import Row
+
+    jobs = lambda *vs: [SimpleNamespace(get=lambda path, v=v: v) for v in vs]
+    assert Row({}, jobs(11, 11, 8)).get("results.unlearning.hinge_active_steps") == "11 / 11 / 8"
+    assert Row({}, jobs(0, 0, 0)).get("x") == 0  # one value the seeds share: shown once
+    assert Row({}, jobs(None, 5)).get("x") == 5  # a seed without a value adds nothing

@@ -143,11 +143,9 @@ class Row:
 
     def get(self, dotted: str) -> Any:
         """A ``show`` value (Job.get): the one value the seeds share, or each seed's."""
-        values = []
-        for v in (j.get(dotted) for j in self.jobs):
-            if v is not None and v not in values:
-                values.append(v)
-        if len(values) > 1:
+        # every seed's, in order, duplicates included: "11 / 11 / 8", never "11 / 8" for three seeds
+        values = [v for v in (j.get(dotted) for j in self.jobs) if v is not None]
+        if any(v != values[0] for v in values):
             return " / ".join(fmt(v, "text") for v in values)
         return values[0] if values else None
 
