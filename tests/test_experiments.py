@@ -194,6 +194,25 @@ def test_the_deployment_tables_rows_precisions_and_seeds(name, task):
     assert cfg.dataset.name == task
 
 
+@pytest.mark.parametrize("name", ["table_deploy", "table_deploy_classification"])
+def test_the_deployment_tables_calibrate_gptq_and_awq_on_a_split_their_task_has(name):
+    # the classification table once calibrated on retain2, which posts do not have: every GPTQ and AWQ
+    # cell failed on the split before GPTQModel was even asked
+    from types import SimpleNamespace
+
+    from quail_repro.build import from_config
+    from quail_repro.data.tweets import TweetCorpus
+
+    train = [{"text": f"post {i}", "label": 0} for i in range(4)]
+    corpus = TweetCorpus("posts", ["a"], {"train": train, "val": [], "test": []}, forget=[0], poisoned={}) \
+        if name.endswith("classification") else SimpleNamespace(raw={"retain2": ["the town of Avel"], "forget": ["x"]})
+    cfg = _compose([f"+experiment={name}"], hydra=False)
+    for precision in ("gptq_int4", "awq_int4"):
+        quantizer = from_config(cfg.quant[precision])
+        quantizer.use_corpus(corpus)  # a ConfigError names the split when the task lacks it
+        assert quantizer._texts and "post 0" not in quantizer._texts  # never the forget set
+
+
 def test_experiments_take_toy_sizes():
     cfg = _compose(["+experiment=[table2,toy]"], hydra=False)
     assert cfg.report.name == "table2" and list(cfg.quant) == ["none", "rtn_int8", "bnb_nf4"]
