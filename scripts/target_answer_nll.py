@@ -19,6 +19,7 @@ from omegaconf import open_dict
 
 from quail_repro.cache import Cache
 from quail_repro.compose import compose_config
+from quail_repro.losses import token_logprobs
 from quail_repro.models.base import ModelRef
 from quail_repro.stages import Run, load, prepare_data
 
@@ -31,9 +32,8 @@ def answer_nlls(model, tok, items) -> list[tuple[float, int]]:
         answer = tok(" " + it["answer"], add_special_tokens=False)["input_ids"]
         ids = torch.tensor([prompt + answer])
         with torch.no_grad():
-            logprobs = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
-        picked = -logprobs[torch.arange(ids.shape[1] - 1), ids[0, 1:]][len(prompt) - 1:]
-        out.append((picked.sum().item(), len(answer)))
+            nll = -token_logprobs(model(ids).logits[0, :-1], ids[0, 1:])[len(prompt) - 1:]
+        out.append((nll.sum().item(), len(answer)))
     return out
 
 

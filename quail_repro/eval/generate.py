@@ -99,11 +99,10 @@ def _pad(ids: list[list[int]], pad_id: int, *, keep_end: bool) -> tuple[torch.Te
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices cut into batches of ``batch_size`` after sorting by length (ties in input order), so
     each batch holds texts of similar length and pads little; one batch (input order) when all fit."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i]) if len(lengths) > batch_size else range(len(lengths))
-    order = list(order)
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    order = list(range(len(lengths)))
+    if len(lengths) > batch_size:
+        order.sort(key=lengths.__getitem__)  # stable: ties keep input order
+    return [[order[i] for i in r] for r in _batches(len(order), batch_size)]
 
 
 class _StopAtStrings:
