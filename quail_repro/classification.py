@@ -14,7 +14,6 @@ import random
 from dataclasses import dataclass
 
 import torch
-from sklearn.metrics import f1_score, roc_auc_score
 from tqdm.auto import tqdm
 
 from quail_repro import losses
@@ -129,6 +128,8 @@ def evaluate_classifier(model, tokenizer, corpus, cfg) -> tuple[dict, dict]:
         posts["retain"] = random.Random(cfg.retain_seed).sample(posts["retain"], cfg.retain_items)
     if corpus.poisoned:
         posts["poison"] = corpus.split("poison")
+    from sklearn.metrics import f1_score, roc_auc_score  # here: importing sklearn is ~1 s of a cached job's start-up
+
     metrics, rows = {}, {}
     model.eval()
     for split, ps in posts.items():

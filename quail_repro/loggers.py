@@ -17,6 +17,7 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
+from quail_repro.errors import ConfigError
 from quail_repro.cache import config_hash
 from quail_repro.results import CLASSIFICATION_FIELDS, MUSE_FIELDS, Results
 
@@ -134,6 +135,10 @@ class NullLogger:
         return ""
 
 
+#: logger.save_requirements: which W&B runs list the installed packages
+REQUIREMENTS = ("per_run", "per_sweep")
+
+
 class WandbLogger(NullLogger):
     """One W&B run per job (see conf/logger/wandb.yaml).
 
@@ -143,9 +148,12 @@ class WandbLogger(NullLogger):
 
     def __init__(self, *, project: str, entity: str | None, mode: str, group: str | None, job_type: str | None,
                  run_name: str | None, tags: list[str], dir: str | None, run_id: str | None, resume: str,
-                 osh_command_dir: str | None):
+                 osh_command_dir: str | None, save_requirements: str):
+        if save_requirements not in REQUIREMENTS:
+            raise ConfigError(f"logger.save_requirements={save_requirements!r}: choose one of {list(REQUIREMENTS)}")
         self.settings = dict(project=project, entity=entity, mode=mode, group=group, job_type=job_type,
                              name=run_name, tags=list(tags or []), dir=dir, resume=resume)
+        self.save_requirements = save_requirements
         self.run_id = run_id
         self.osh_command_dir = osh_command_dir
         self.run = None
@@ -166,8 +174,13 @@ class WandbLogger(NullLogger):
             Path(s["dir"]).mkdir(parents=True, exist_ok=True)
         # the composed config as the job ran it, plus where Hydra put it (filterable in the UI)
         config = {"hydra": hydra, **config, "run_dir": str(Path(run_dir).resolve())}
+        # W&B lists every installed package (~0.2 s a run); a sweep's jobs share one environment, so
+        # with per_sweep only the sweep's table run (job_type report) and single runs list them
+        sweep_job = hydra.get("mode") == "MULTIRUN" and s["job_type"] != "report"
+        requirements = self.save_requirements == "per_run" or not sweep_job
         # jobs of a basic-launcher sweep share one process: close any run a crashed job left open
-        self.run = wandb.init(config=config, reinit="finish_previous", **s)
+        self.run = wandb.init(config=config, reinit="finish_previous",
+                              settings=wandb.Settings(x_save_requirements=requirements), **s)
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

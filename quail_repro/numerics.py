@@ -114,7 +114,8 @@ def apply(n: DictConfig, device: str) -> None:
     if n.deterministic and device.startswith("cuda"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's reproducible workspaces
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(bool(n.deterministic))
+    if torch.are_deterministic_algorithms_enabled() != bool(n.deterministic):  # setting it imports torch._dynamo (~1.5 s)
+        torch.use_deterministic_algorithms(bool(n.deterministic))
 
 
 def _pattern(n: int, device: str) -> torch.Tensor:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig
-from transformers import AutoTokenizer
 
 from quail_repro.analysis import analyse_buckets, dw_histogram, layer_names_for, logit_shifts, quantizer_codes
 from quail_repro.losses import IGNORE_INDEX, logit_distance
@@ -104,6 +103,8 @@ class Run:
 
 def load(ref: ModelRef, cfg: DictConfig, dtype: torch.dtype, quantizer=None):
     """A saved model (at a precision) and its tokenizer, ready for evaluation."""
+    from transformers import AutoTokenizer  # here: its import is ~0.5 s of a cached job's start-up
+
     model = (quantizer or FullPrecision("none")).load(ref.path, dtype=dtype, device=cfg.device)
     return model.eval(), AutoTokenizer.from_pretrained(ref.tokenizer)
 

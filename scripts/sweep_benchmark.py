@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import where_time_went
 from quail_repro.machine import cpu_name
 
 
@@ -33,8 +34,19 @@ def timed_sweep(experiment: str, root: Path, label: str, overrides: list[str]) -
 
 def benchmark(experiment: str, limits: dict[str, float], overrides: list[str]) -> None:
     """Run the sweep once per label of ``limits`` ("empty cache", then "everything cached": the
-    second reuses the first's cache) and print each wall-clock against its limit in seconds."""
-    root = Path(tempfile.mkdtemp(prefix=f"quail_bench_{experiment}_"))
+    second reuses the first's cache) and print each wall-clock against its limit in seconds.
+
+    ``--reuse ROOT`` as the first override: only the cached run, on the cache of an earlier
+    benchmark's ROOT (the folder it printed), e.g. to time a change to the cached path."""
+    if overrides[:1] == ["--reuse"]:
+        root, overrides = Path(overrides[1]), overrides[2:]
+        if not (root / "cache").is_dir():
+            sys.exit(f"--reuse {root}: no cache folder there (give the folder an earlier benchmark printed)")
+        limits = {label: limit for label, limit in limits.items() if label != "empty cache"}
+        stamp = time.strftime("%H%M%S")
+        limits = {f"{label} {stamp}": limit for label, limit in limits.items()}
+    else:
+        root = Path(tempfile.mkdtemp(prefix=f"quail_bench_{experiment}_"))
     load_before = os.getloadavg()
     times = {label: timed_sweep(experiment, root, label, overrides) for label in limits}
     load_after = os.getloadavg()
@@ -47,4 +59,6 @@ def benchmark(experiment: str, limits: dict[str, float], overrides: list[str]) -
         verdict = "ok" if seconds <= limits[label] else "OVER"
         print(f"{label + ':':<20} {seconds:7.1f} s  ({seconds / 60:4.1f} min; limit {limits[label] / 60:.0f} min: {verdict}; "
               f"headroom {limits[label] / seconds:.2f}x, want 1.6x)")
+    if "empty cache" in times:
+        print(where_time_went.report(root / "cache", [root / "empty_cache"]))
     print(f"table: {root / 'empty_cache' / (experiment + '.md')}; logs: {root}/*.log")

@@ -61,3 +61,24 @@ def test_two_processes_racing_for_one_entry_build_it_once(tmp_path):
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0]
     assert counter.read_text().count("built") == 1
+
+
+def test_where_time_went_sums_build_seconds_by_stage(tmp_path):
+    """scripts/where_time_went.py adds up each stage's recorded build times (the benchmarks' breakdown)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cache = Cache(tmp_path / "cache")
+    for i, seconds in enumerate((0.05, 0.1)):
+        cache.get_or_build("unlearn", {"i": i}, lambda d, s=seconds: time.sleep(s))
+    cache.get_or_build("eval", {"i": 0}, lambda d: None)
+    recorded = [json.loads(p.read_text())["build_seconds"] for p in (tmp_path / "cache" / "unlearn").glob("*/provenance.json")]
+    script = Path(__file__).resolve().parents[1] / "scripts" / "where_time_went.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "cache")], capture_output=True, text=True,
+                         check=True).stdout
+    unlearn = next(line.split() for line in out.splitlines() if line.startswith("unlearn"))
+    assert unlearn[1] == "2" and float(unlearn[2]) == pytest.approx(sum(recorded), abs=0.05)
+    assert sum(recorded) >= 0.15
+    assert next(line.split() for line in out.splitlines() if line.startswith("eval"))[1] == "1"

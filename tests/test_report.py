@@ -560,3 +560,28 @@ def test_a_shown_value_that_differs_between_seeds_lists_every_seeds_value():
     assert Row({}, jobs(11, 11, 8)).get("results.unlearning.hinge_active_steps") == "11 / 11 / 8"
     assert Row({}, jobs(0, 0, 0)).get("x") == 0  # one value the seeds share: shown once
     assert Row({}, jobs(None, 5)).get("x") == 5  # a seed without a value adds nothing
+
+
+def test_the_table_is_rebuilt_after_a_job_at_most_every_refresh_seconds(tmp_path):
+    """hydra.callbacks.table.refresh_seconds: a job that ends within it of the last rebuild leaves the
+    table as it is; one that ends later (or with 0) rebuilds it with its results."""
+    from quail_repro.report.callback import BUILT_MARK, TableCallback
+
+    sweep = fake_sweep(tmp_path / "s", {"method": "ga,ga_gdr"},
+                       lambda k: results_json(k["method"], {"none": 20.0, "rtn_int4": 40.0}) if k["method"] == "ga" else None)
+    config = OmegaConf.create({"hydra": {"mode": "MULTIRUN", "sweep": {"dir": str(sweep)}}})
+    slow = TableCallback(refresh_seconds=3600)
+    slow.on_job_end(config, None)  # no rebuild yet: it builds
+    assert "1 of 2 jobs finished" in (sweep / "fake.md").read_text() and (sweep / BUILT_MARK).exists()
+    (sweep / "1_ga_gdr" / "results.json").write_text(json.dumps(results_json("ga_gdr", {"none": 1.0, "rtn_int4": 2.0})))
+    slow.on_job_end(config, None)  # rebuilt a moment ago: left alone
+    assert "1 of 2 jobs finished" in (sweep / "fake.md").read_text()
+    TableCallback(refresh_seconds=0).on_job_end(config, None)
+    assert "2 of 2 jobs finished" in (sweep / "fake.md").read_text()
+    old = (sweep / BUILT_MARK).stat().st_mtime - 7200
+    os.utime(sweep / BUILT_MARK, (old, old))
+    (sweep / "1_ga_gdr" / "results.json").unlink()
+    slow.on_job_end(config, None)  # the last rebuild is older than refresh_seconds: rebuilt
+    assert "1 of 2 jobs finished" in (sweep / "fake.md").read_text()
+    with pytest.raises(ValueError, match="refresh_seconds"):
+        TableCallback(refresh_seconds=-1)

@@ -149,9 +149,18 @@ def test_the_sweeps_table_reaches_the_tracker_in_a_finished_report_run(wandb_swe
     assert rep.table("table2")["data"] and "wandb sync" in output
 
 
+def test_the_installed_packages_are_listed_once_per_sweep(wandb_sweep):
+    """logger.save_requirements=per_sweep: the sweep's table run lists them, its jobs do not."""
+    _, runs, _ = wandb_sweep
+    assert (runs["report"].dir / "files" / "requirements.txt").exists()
+    assert not (runs["ga_gdr"].dir / "files" / "requirements.txt").exists()
+    assert not (runs["target"].dir / "files" / "requirements.txt").exists()
+
+
 def test_finish_takes_a_summary_dict_under_every_logger():
     wandb_logger = WandbLogger(project="quail_test", entity=None, mode="offline", group=None, job_type=None,
-                               run_name=None, tags=[], dir=None, run_id=None, resume="allow", osh_command_dir=None)
+                               run_name=None, tags=[], dir=None, run_id=None, resume="allow", osh_command_dir=None,
+                               save_requirements="per_sweep")
     for logger in (NullLogger(), wandb_logger):
         with pytest.raises(TypeError, match="'status'"):
             logger.finish(Results("tiny_llama", "mini_news", "ga", 0, status="ok"))

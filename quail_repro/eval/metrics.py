@@ -12,17 +12,17 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
-from rouge_score import rouge_scorer
-from sklearn.metrics import auc as _sk_auc
-from sklearn.metrics import roc_curve as _sk_roc_curve
 
 # MUSE cuts a KnowMem answer where the model starts a new paragraph or a new question.
 KNOWMEM_STOP_STRINGS: tuple[str, ...] = ("\n\n", "\nQuestion", "Question:")
 
 
 @lru_cache(maxsize=1)
-def _scorer() -> rouge_scorer.RougeScorer:
-    # MUSE uses rouge_score without stemming; building the scorer is not free, so cache it.
+def _scorer():
+    # MUSE uses rouge_score without stemming; building the scorer is not free, so cache it. Imported
+    # here: rouge_score pulls in nltk and sklearn, ~2 s of the start-up of a job whose scores are cached
+    from rouge_score import rouge_scorer
+
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 
@@ -101,8 +101,10 @@ def privleak_auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]
         raise ValueError("privleak_auc: non-finite membership score")
     y = np.concatenate([np.zeros(f.size), np.ones(h.size)])
     s = np.concatenate([f, h])
-    fpr, tpr, _ = _sk_roc_curve(y, -s)
-    return float(_sk_auc(fpr, tpr))
+    from sklearn.metrics import auc, roc_curve  # here: importing sklearn is ~1 s of a cached job's start-up
+
+    fpr, tpr, _ = roc_curve(y, -s)
+    return float(auc(fpr, tpr))
 
 
 def privleak(auc: float, auc_retrain: float) -> float:

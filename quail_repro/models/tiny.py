@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from quail_repro.cache import Cache, to_plain
 from quail_repro.data.mini_corpus import generate_mini_corpus
@@ -23,11 +22,13 @@ log = logging.getLogger(__name__)
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 
 
-def train_tokenizer(texts: list[str], vocab_size: int, add_prefix_space: bool) -> PreTrainedTokenizerFast:
+def train_tokenizer(texts: list[str], vocab_size: int, add_prefix_space: bool):
     """A byte-level BPE; ``add_prefix_space`` makes a text's first word the token it is mid-text
     (" word"), as Llama's SentencePiece does, so a text cut from a document tokenizes as it
     did in place: a VerbMem ground truth cut to N tokens is then what a model that memorized
     the article generates in N tokens after the prompt."""
+    from transformers import PreTrainedTokenizerFast  # here, as in _train_model
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     tok.decoder = decoders.ByteLevel()
@@ -98,6 +99,9 @@ class TinyLlama:
     def _train_model(self, out_dir: Path, tok_dir: Path, texts: list[str], device: str, role: str,
                      init: Path | None = None, train_overrides: dict | None = None):
         """Train from scratch, or fine-tune from ``init`` (the base model) when given."""
+        # imported here: transformers' Llama is ~1.5 s of the start-up of a job whose models are cached
+        from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
         tokenizer = PreTrainedTokenizerFast.from_pretrained(tok_dir)
         cfg = LMTrainConfig(**{**self.train, **(train_overrides or {})})
         torch.manual_seed(cfg.seed)

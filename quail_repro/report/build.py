@@ -17,7 +17,7 @@ from quail_repro.report.published import load_published
 from quail_repro.report.recovery import recovery_table
 from quail_repro.report.render import render_csv, render_latex, render_markdown
 from quail_repro.report.scale import scale_table
-from quail_repro.report.sweep import Job, Sweep, collect
+from quail_repro.report.sweep import Job, Sweep, collect, resolved_config
 from quail_repro.report.table import Table
 
 LAYOUTS = {"muse": muse_table, "buckets": bucket_table, "recovery": recovery_table, "scale": scale_table,
@@ -58,7 +58,7 @@ def held_fixed(sweep: Sweep) -> list[str]:
     row holds fixed across its seeds, as ``key=value (what it makes)``."""
     fixed = {}
     for row in sweep.rows:
-        configs = [OmegaConf.to_container(j.config, resolve=True) for j in row.jobs if j.config is not None]
+        configs = [c for c in map(resolved_config, row.jobs) if c is not None]
         if len(configs) < 2:
             continue
         for key in _seed_keys(configs[0]):
@@ -120,11 +120,12 @@ def build(sweep_dir: str | Path, *, figures: bool = True) -> Report:
     table.notes.append(f"{done} of {len(jobs)} jobs finished" + (f"; no results yet: {', '.join(absent)}" if absent else "")
                        + f". Sweep folder: {sweep_dir}.")
     table.notes += sweep.notes
-    files = [_write(sweep_dir / f"{name}.md", render_markdown(table)),
+    markdown = render_markdown(table)
+    files = [_write(sweep_dir / f"{name}.md", markdown),
              _write(sweep_dir / f"{name}.csv", render_csv(table)),
              _write(sweep_dir / f"{name}.tex", render_latex(table))]
     if figures:
         png = figure(report, sweep, sweep_dir / f"{name}.png")
         if png is not None:
             files.append(png)
-    return Report(name, table, files, render_markdown(table), jobs)
+    return Report(name, table, files, markdown, jobs)

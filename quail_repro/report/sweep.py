@@ -205,13 +205,28 @@ def _load_yaml(path: Path) -> DictConfig:
     return _load_yaml_version(str(path), st.st_mtime_ns, st.st_size)
 
 
+@functools.lru_cache(maxsize=8192)
+def _resolved_version(path: str, mtime_ns: int, size: int) -> dict:
+    return OmegaConf.to_container(_load_yaml_version(path, mtime_ns, size), resolve=True)
+
+
+def resolved_config(job: "Job") -> dict | None:
+    """The job's config resolved into plain values, memoised like _load_yaml (resolving every job's
+    config again at each rebuild was the next quadratic cost); None without a config. Read only."""
+    if job.dir is None or job.config is None:
+        return None
+    path = job.dir / ".hydra" / "config.yaml"
+    st = path.stat()
+    return _resolved_version(str(path), st.st_mtime_ns, st.st_size)
+
+
 def collect(sweep_dir: str | Path) -> Sweep:
     """The sweep's config (multirun.yaml), its jobs in grid order, and notes on what did not fit."""
     sweep_dir = Path(sweep_dir)
     mr = sweep_dir / "multirun.yaml"
     if not mr.exists():
         raise FileNotFoundError(f"{sweep_dir} is not a sweep folder: it has no multirun.yaml")
-    sweep_cfg = OmegaConf.load(mr)
+    sweep_cfg = _load_yaml(mr)
     grid, swept = expand_grid(sweep_cfg.hydra)
     found = {}
     for d in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").exists()):
