@@ -15,20 +15,21 @@ sweep_benchmark.py).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from sweep_benchmark import benchmark
 
 
 def main() -> None:
     args = sys.argv[1:]
-    seeds, reuse = 3, []
+    seeds, reuse = 3, None
     if args[:1] == ["--reuse"]:
-        reuse, args = args[:2], args[2:]
+        reuse, args = Path(args[1]), args[2:]
     if args[:1] == ["--seeds"]:
         seeds, args = int(args[1]), args[2:]
-    overrides = [*reuse, f"seed={','.join(str(s) for s in range(seeds))}", *args]
+    overrides = [f"seed={','.join(str(s) for s in range(seeds))}", *args]
     # issue 23: 15 minutes for 3 seeds from an empty cache (5 per seed), 30 s with everything cached
-    benchmark("table2", {"empty cache": 5 * 60 * seeds, "everything cached": 30}, overrides)
+    benchmark("table2", {"empty cache": 5 * 60 * seeds, "everything cached": 30}, overrides, reuse)
 
 
 if __name__ == "__main__":

@@ -32,14 +32,14 @@ def timed_sweep(experiment: str, root: Path, label: str, overrides: list[str]) -
     return seconds
 
 
-def benchmark(experiment: str, limits: dict[str, float], overrides: list[str]) -> None:
+def benchmark(experiment: str, limits: dict[str, float], overrides: list[str], reuse: Path | None = None) -> None:
     """Run the sweep once per label of ``limits`` ("empty cache", then "everything cached": the
     second reuses the first's cache) and print each wall-clock against its limit in seconds.
 
-    ``--reuse ROOT`` as the first override: only the cached run, on the cache of an earlier
-    benchmark's ROOT (the folder it printed), e.g. to time a change to the cached path."""
-    if overrides[:1] == ["--reuse"]:
-        root, overrides = Path(overrides[1]), overrides[2:]
+    ``reuse``: only the cached run, on the cache of an earlier benchmark's folder (the one it
+    printed), e.g. to time a change to the cached path."""
+    if reuse is not None:
+        root = reuse
         if not (root / "cache").is_dir():
             sys.exit(f"--reuse {root}: no cache folder there (give the folder an earlier benchmark printed)")
         limits = {label: limit for label, limit in limits.items() if label != "empty cache"}
@@ -57,7 +57,7 @@ def benchmark(experiment: str, limits: dict[str, float], overrides: list[str]) -
     print(f"overrides: {' '.join(overrides) or '(none)'}")
     for label, seconds in times.items():
         verdict = "ok" if seconds <= limits[label] else "OVER"
-        print(f"{label + ':':<20} {seconds:7.1f} s  ({seconds / 60:4.1f} min; limit {limits[label] / 60:.0f} min: {verdict}; "
+        print(f"{label + ':':<20} {seconds:7.1f} s  ({seconds / 60:4.1f} min; limit {limits[label]:.0f} s: {verdict}; "
               f"headroom {limits[label] / seconds:.2f}x, want 1.6x)")
     if "empty cache" in times:
         print(where_time_went.report(root / "cache", [root / "empty_cache"]))

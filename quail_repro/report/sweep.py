@@ -201,8 +201,13 @@ def _load_yaml(path: Path) -> DictConfig:
     """OmegaConf.load, memoised by path, mtime and size (the callers only read the result). The
     table is rebuilt after every job of a sweep; parsing every earlier job's config.yaml again
     each time made that quadratic, most of a cached 42-job sweep's wall-clock."""
+    return _load_yaml_version(*_version(path))
+
+
+def _version(path: Path) -> tuple[str, int, int]:
+    """The memo key of a file: its path, modification time and size."""
     st = path.stat()
-    return _load_yaml_version(str(path), st.st_mtime_ns, st.st_size)
+    return str(path), st.st_mtime_ns, st.st_size
 
 
 @functools.lru_cache(maxsize=8192)
@@ -215,9 +220,7 @@ def resolved_config(job: "Job") -> dict | None:
     config again at each rebuild was the next quadratic cost); None without a config. Read only."""
     if job.dir is None or job.config is None:
         return None
-    path = job.dir / ".hydra" / "config.yaml"
-    st = path.stat()
-    return _resolved_version(str(path), st.st_mtime_ns, st.st_size)
+    return _resolved_version(*_version(job.dir / ".hydra" / "config.yaml"))
 
 
 def collect(sweep_dir: str | Path) -> Sweep:
