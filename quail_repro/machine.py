@@ -9,19 +9,29 @@ from pathlib import Path
 import torch
 
 
-def cpu_name() -> str:
+def _cpuinfo(field: str) -> str | None:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_vendor() -> str:
+    """GenuineIntel, AuthenticAMD, ...: portable mode's bits differed between an Intel and an AMD CPU
+    (docs/results/numerics.md, section 5), so numeric cache keys carry it."""
+    return _cpuinfo("vendor_id") or platform.machine()
 
 
 def describe() -> dict:
     """The CPU, the kernel level torch dispatches to on it, torch's thread count and version, and
     the GPU when there is one."""
-    return {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    return {"cpu": cpu_name(), "cpu_vendor": cpu_vendor(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

@@ -138,7 +138,7 @@ def fingerprint(device: str) -> str:
 
 def environment(n: DictConfig, device: str) -> dict:
     """What the numeric cache keys carry: with ``cache_scope: machine`` the device kind, torch's version
-    and everything on it that changes bits (the CPU's kernel level, MKL's path, threads; the GPU and
+    and everything on it that changes bits (the CPU's vendor and kernel level, MKL's path, threads; the GPU and
     CUDA), with the fingerprint that checks them; with ``shared`` the device kind only."""
     kind = device.split(":")[0]
     if n.cache_scope == "shared":
@@ -148,7 +148,8 @@ def environment(n: DictConfig, device: str) -> dict:
         env |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda,
                 "cudnn": torch.backends.cudnn.version()}
     else:
-        env |= {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+        env |= {"cpu_vendor": machine.cpu_vendor(),  # portable mode's bits differ between vendors
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
                 "blas": {"mkl": _mkl()[2], "branch": mkl_branch()} if _mkl() else
                 _blas_info()}
     env["fingerprint"] = fingerprint(device)

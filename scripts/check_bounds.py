@@ -33,7 +33,9 @@ def machine_label(results) -> str:
     env = (results.machine or {}).get("numerics") or {}
     branch = (env.get("blas") or {}).get("branch", "?")
     branch = "own choice (CBWR off)" if branch == "OFF" else branch  # what mkl_cbwr_get reports when unset
-    return (f"{env.get('cpu_capability', '?')} / MKL {branch} / {env.get('threads', '?')} thread(s)"
+    # the CPU too: portable mode's bits differ between an Intel and an AMD CPU (numerics.md, section 5)
+    cpu = (results.machine or {}).get("cpu", "?")
+    return (f"{cpu}: {env.get('cpu_capability', '?')} / MKL {branch} / {env.get('threads', '?')} thread(s)"
             f"{' / deterministic' if env.get('deterministic') else ''}")
 
 

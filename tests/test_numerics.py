@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from quail_repro import numerics, stages
+from quail_repro import machine, numerics, stages
 from quail_repro.build import from_config
 from quail_repro.cache import Cache
 from quail_repro.errors import ConfigError
@@ -68,12 +68,13 @@ def stage_keys(environment: dict, tmp_path) -> dict[str, str]:
     return cache.keys
 
 
-BASE_ENV = {"device_kind": "cpu", "torch": "2.13.0", "deterministic": False, "cpu_capability": "AVX512",
+BASE_ENV = {"device_kind": "cpu", "torch": "2.13.0", "deterministic": False, "cpu_vendor": "GenuineIntel",
+            "cpu_capability": "AVX512",
             "threads": 2, "blas": {"mkl": "oneMKL 2024.2", "branch": "OFF"}, "fingerprint": "0" * 16}
 
 
 @pytest.mark.parametrize("change", [
-    {"device_kind": "cuda"}, {"cpu_capability": "AVX2"}, {"blas": {"mkl": "oneMKL 2024.2", "branch": "COMPATIBLE"}},
+    {"device_kind": "cuda"}, {"cpu_vendor": "AuthenticAMD"}, {"cpu_capability": "AVX2"}, {"blas": {"mkl": "oneMKL 2024.2", "branch": "COMPATIBLE"}},
     {"threads": 1}, {"torch": "2.14.0"}, {"gpu": "NVIDIA H100"}, {"cuda": "12.8"}, {"fingerprint": "1" * 16}])
 def test_every_numeric_stage_key_changes_with_the_numeric_environment(tmp_path, change):
     a, b = stage_keys(BASE_ENV, tmp_path), stage_keys(BASE_ENV | change, tmp_path)
@@ -87,6 +88,9 @@ def test_the_environment_reports_what_changes_bits(monkeypatch):
     n = compose_cfg().numerics
     env = numerics.environment(n, "cpu")
     assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["cpu_vendor"] == machine.cpu_vendor() != ""
+    monkeypatch.setattr(machine, "cpu_vendor", lambda: "AuthenticAMD")
+    assert numerics.environment(n, "cpu")["cpu_vendor"] == "AuthenticAMD"
     assert env["threads"] == torch.get_num_threads() and env["torch"] == torch.__version__
     if torch.backends.mkl.is_available():
         assert env["blas"]["branch"] == numerics.mkl_branch() and "Math Kernel Library" in env["blas"]["mkl"]
