@@ -45,7 +45,10 @@ def load(dirs: list[str]):
         for path in sorted(Path(d).rglob("results.json")):
             r = read_results(path)
             if r.finished:
-                rows[machine_label(r)][r.method, r.seed] = r
+                row = rows[machine_label(r)]
+                if (r.method, r.seed) in row:  # the later folder wins; say so rather than hide a run
+                    print(f"note: {path} replaces an earlier {r.method} seed {r.seed} run", file=sys.stderr)
+                row[r.method, r.seed] = r
     return rows
 
 
