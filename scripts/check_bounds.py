@@ -30,12 +30,12 @@ ROWS = ("ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr")
 
 
 def machine_label(results) -> str:
-    env = (results.machine or {}).get("numerics") or {}
+    machine = results.machine or {}
+    env = machine.get("numerics") or {}
     branch = (env.get("blas") or {}).get("branch", "?")
     branch = "own choice (CBWR off)" if branch == "OFF" else branch  # what mkl_cbwr_get reports when unset
     # the CPU too: portable mode's bits differ between an Intel and an AMD CPU (numerics.md, section 5)
-    cpu = (results.machine or {}).get("cpu", "?")
-    return (f"{cpu}: {env.get('cpu_capability', '?')} / MKL {branch} / {env.get('threads', '?')} thread(s)"
+    return (f"{machine.get('cpu', '?')}: {env.get('cpu_capability', '?')} / MKL {branch} / {env.get('threads', '?')} thread(s)"
             f"{' / deterministic' if env.get('deterministic') else ''}")
 
 
