@@ -25,7 +25,8 @@ def cpu_name() -> str:
 
 def cpu_vendor() -> str:
     """GenuineIntel, AuthenticAMD, ...: portable mode's bits differed between an Intel and an AMD CPU
-    (docs/results/numerics.md, section 5), so numeric cache keys carry it."""
+    whose fingerprints agree (docs/results/numerics.md, sections 5-6), so numeric cache keys carry it.
+    Not the family or model: two AMD generations (Zen 4, Zen 5) gave the same portable models."""
     return _cpuinfo("vendor_id") or platform.machine()
 
 
