@@ -4,9 +4,9 @@ Besides the config, three things change a CPU run's bits (measured: docs/results
 torch's kernel level (ATen's vector kernels: softmax, log, randn), MKL's code path (every matmul)
 and the thread count (how a long sum is split). ``numerics=fast`` leaves them to the machine;
 ``numerics=portable`` pins them to what every x86-64 CPU has: ATen's scalar kernels, MKL's
-COMPATIBLE path and a fixed number of threads (the same models on two AMD generations, not on an Intel CPU:
-docs/results/numerics.md sections 5-6). Both the kernel level and MKL's path are fixed at
-a process's first kernel, so :func:`apply` runs before any computation and checks it took effect.
+COMPATIBLE path and a fixed number of threads (the same models on two AMD generations, not on an
+Intel CPU: docs/results/numerics.md sections 5-6). Both the kernel level and MKL's path are fixed
+at a process's first kernel, so :func:`apply` runs before any computation and checks it took effect.
 
 Every numeric cache entry is keyed by :func:`environment` (cache.py): a machine never reuses an
 entry that another CPU vendor, kernel level, MKL path, thread count, GPU or torch version computed.
